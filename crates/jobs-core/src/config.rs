@@ -1,0 +1,259 @@
+//! The one typed configuration tree, loaded once at start.
+//!
+//! Layers, lowest first: the embedded, documented defaults (`config/defaults.toml`), an
+//! optional TOML file, then environment variables prefixed `OFFLOAD__` with `__` between
+//! levels. The result is validated before any service starts, and every error names the key
+//! at fault. This is the only module that reads the environment.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The embedded defaults, also the reference documentation of every key.
+pub const DEFAULTS: &str = include_str!("config/defaults.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub queue: QueueConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Postgres,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub transport: TransportKind,
+    pub listen_notify: bool,
+    pub poll_interval_ms: u64,
+    pub lock_duration_secs: u64,
+    pub max_delivery_count: u32,
+    pub dedupe_window_secs: u64,
+    pub maintenance_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub service_name: String,
+    pub otlp_endpoint: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `OFFLOAD__*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("OFFLOAD__").split("__")))
+    }
+
+    /// Extracts and validates a configuration from any layering (tests use this with
+    /// in-memory layers).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let cfg: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Defaults only, with a given database URL: for tests and tools.
+    pub fn with_database_url(url: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(
+            Figment::from(Toml::string(DEFAULTS))
+                .merge(figment::providers::Serialized::default("database.url", url)),
+        )
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            })
+        };
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            // The URL is a secret: say what is wrong without echoing it.
+            return invalid("database.url", "must be a postgres:// or postgresql:// URL");
+        }
+        if self.database.max_connections < 2 {
+            return invalid("database.max_connections", "must be at least 2");
+        }
+        if self.database.connect_timeout_secs == 0 {
+            return invalid("database.connect_timeout_secs", "must be at least 1");
+        }
+        if !(10..=60_000).contains(&self.queue.poll_interval_ms) {
+            return invalid("queue.poll_interval_ms", "must be between 10 and 60000");
+        }
+        if !(1..=3600).contains(&self.queue.lock_duration_secs) {
+            return invalid("queue.lock_duration_secs", "must be between 1 and 3600");
+        }
+        if !(1..=1000).contains(&self.queue.max_delivery_count) {
+            return invalid("queue.max_delivery_count", "must be between 1 and 1000");
+        }
+        if self.queue.dedupe_window_secs > 7 * 24 * 3600 {
+            return invalid(
+                "queue.dedupe_window_secs",
+                "must be at most 604800 (7 days)",
+            );
+        }
+        if self.queue.maintenance_interval_secs == 0 {
+            return invalid("queue.maintenance_interval_secs", "must be at least 1");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
+            return invalid(
+                "telemetry.log_filter",
+                &format!("is not a valid filter: {e}"),
+            );
+        }
+        let otlp = &self.telemetry.otlp_endpoint;
+        if !(otlp.is_empty() || otlp.starts_with("http://") || otlp.starts_with("https://")) {
+            return invalid(
+                "telemetry.otlp_endpoint",
+                "must be empty or an http(s):// URL",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl DatabaseConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+}
+
+impl QueueConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    pub fn lock_duration(&self) -> Duration {
+        Duration::from_secs(self.lock_duration_secs)
+    }
+
+    pub fn dedupe_window(&self) -> Duration {
+        Duration::from_secs(self.dedupe_window_secs)
+    }
+
+    pub fn maintenance_interval(&self) -> Duration {
+        Duration::from_secs(self.maintenance_interval_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::providers::Serialized;
+
+    use super::*;
+
+    fn defaults() -> Figment {
+        Figment::from(Toml::string(DEFAULTS))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let cfg = Config::from_figment(defaults()).unwrap();
+        assert_eq!(cfg.queue.transport, TransportKind::Postgres);
+        assert_eq!(cfg.queue.lock_duration(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let cfg = Config::from_figment(
+            defaults()
+                .merge(Toml::string(
+                    "[queue]\npoll_interval_ms = 250\nmax_delivery_count = 3",
+                ))
+                .merge(Serialized::default("queue.max_delivery_count", 5)),
+        )
+        .unwrap();
+        assert_eq!(cfg.queue.poll_interval_ms, 250);
+        assert_eq!(cfg.queue.max_delivery_count, 5);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn environment_variables_override_with_double_underscores() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OFFLOAD__QUEUE__LISTEN_NOTIFY", "false");
+            jail.set_env("OFFLOAD__TELEMETRY__LOG_FORMAT", "json");
+            let cfg = Config::load(None).unwrap();
+            assert!(!cfg.queue.listen_notify);
+            assert_eq!(cfg.telemetry.log_format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key_and_do_not_echo_secrets() {
+        let err = Config::from_figment(defaults().merge(Serialized::default(
+            "database.url",
+            "mysql://u:hunter2@h/db",
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let err =
+            Config::from_figment(defaults().merge(Toml::string("[queue]\nlock_duration_secs = 0")))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("queue.lock_duration_secs"), "{err}");
+
+        let err =
+            Config::from_figment(defaults().merge(Toml::string("[queue]\npoll_intervall_ms = 5")))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("poll_intervall_ms"), "{err}");
+
+        let err = Config::load(Some(Path::new("/nonexistent/offload.toml")))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "config file /nonexistent/offload.toml does not exist");
+    }
+}

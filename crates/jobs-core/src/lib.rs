@@ -1,0 +1,28 @@
+//! Offload's shared core.
+//!
+//! Everything the services have in common and nothing HTTP-specific:
+//! - [`id`], [`kind`], [`status`], [`envelope`], [`process`]: the domain — job and tenant ids,
+//!   stable kind strings, the job status state machine, the work item envelope and typed
+//!   processing errors;
+//! - [`config`]: the one typed configuration tree, loaded once at start;
+//! - [`telemetry`]: tracing subscriber set-up and W3C trace-context propagation;
+//! - [`db`]: connecting to Postgres and applying the migrations;
+//! - [`store`]: the job-status store (jobs, work items, counters);
+//! - [`queue`]: the queue transport trait with Service Bus semantics and its Postgres
+//!   implementation.
+
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod id;
+pub mod kind;
+pub mod process;
+pub mod queue;
+pub mod status;
+pub mod store;
+pub mod telemetry;
+
+pub use config::Config;
+pub use id::{JobId, TenantId};
+pub use kind::{JobKind, WorkKind};
+pub use status::JobStatus;

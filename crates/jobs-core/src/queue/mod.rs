@@ -1,0 +1,308 @@
+//! Queue transports with Service Bus semantics.
+//!
+//! Every transport offers the same operations with the same meaning, and passes the same
+//! contract test suite (`tests/it/queue_contract.rs`):
+//! - **send** one message or a batch; a message id seen within the queue's duplicate
+//!   detection window is dropped (not an error); a message may be scheduled for later;
+//! - **receive** up to N messages under a peek-lock that lasts the queue's lock duration,
+//!   waiting up to a given time for the first one; each receive increments the message's
+//!   delivery count;
+//! - **complete** (the message is gone), **abandon** (visible again, optionally after a delay),
+//!   **dead-letter** (moved to the dead-letter queue with a reason), **renew** the lock;
+//!   each needs the lock token of the current lock — a token from an expired lock is refused
+//!   with [`QueueError::LockLost`], so it cannot settle a message someone else now holds;
+//! - a lock that expires makes the message receivable again; a message that has been
+//!   delivered `max_delivery_count` times goes to the dead-letter queue by itself;
+//! - dead letters can be listed, received (taken away) and resubmitted;
+//! - queue depth: active, scheduled and dead-lettered counts.
+
+pub mod postgres;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use postgres::{PgTransport, PgTransportOptions};
+
+/// Largest message body accepted, as Service Bus's standard tier.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Longest message id accepted, as Service Bus.
+pub const MAX_MESSAGE_ID_LEN: usize = 128;
+
+/// A queue's name: 1–100 characters of ASCII letters, digits, `.`, `-` and `_`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid queue name {0:?}: expected 1-100 characters of letters, digits, '.', '-' and '_'")]
+pub struct InvalidQueueName(pub String);
+
+impl QueueName {
+    pub fn parse(s: &str) -> Result<Self, InvalidQueueName> {
+        let ok = (1..=100).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidQueueName(s.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A queue and its settings, as Service Bus's queue properties of the same names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub name: QueueName,
+    pub lock_duration: Duration,
+    pub max_delivery_count: u32,
+    /// Zero disables duplicate detection.
+    pub dedupe_window: Duration,
+}
+
+impl QueueSpec {
+    /// A queue with the configured defaults.
+    pub fn from_config(name: QueueName, cfg: &crate::config::QueueConfig) -> Self {
+        Self {
+            name,
+            lock_duration: cfg.lock_duration(),
+            max_delivery_count: cfg.max_delivery_count,
+            dedupe_window: cfg.dedupe_window(),
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// Duplicate detection key; deterministic for work items (`{job_id}:{seq}`).
+    pub message_id: String,
+    pub body: Bytes,
+    /// Application properties (trace context, content type): small strings only.
+    pub properties: BTreeMap<String, String>,
+    /// Not receivable before this time.
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+impl OutgoingMessage {
+    pub fn new(message_id: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Self {
+            message_id: message_id.into(),
+            body: body.into(),
+            properties: BTreeMap::new(),
+            scheduled_at: None,
+        }
+    }
+
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn scheduled_at(mut self, at: DateTime<Utc>) -> Self {
+        self.scheduled_at = Some(at);
+        self
+    }
+
+    /// Checks the limits every transport enforces, naming the message at fault.
+    pub fn validate(&self) -> Result<(), QueueError> {
+        let invalid = |problem: String| {
+            Err(QueueError::InvalidMessage {
+                message_id: self.message_id.clone(),
+                problem,
+            })
+        };
+        if self.message_id.is_empty() || self.message_id.len() > MAX_MESSAGE_ID_LEN {
+            return invalid(format!("message id must be 1-{MAX_MESSAGE_ID_LEN} bytes"));
+        }
+        if self.body.len() > MAX_BODY_BYTES {
+            return invalid(format!(
+                "body is {} bytes, over {MAX_BODY_BYTES}",
+                self.body.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Proof of holding a message's lock: the message's sequence number and the token of the
+/// lock. Only the holder of the current lock can settle or renew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LockToken {
+    pub sequence: i64,
+    pub token: Uuid,
+}
+
+/// A message received under a peek-lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub lock: LockToken,
+    pub message_id: String,
+    pub body: Bytes,
+    pub properties: BTreeMap<String, String>,
+    /// Deliveries so far, this one included (1 on the first receive).
+    pub delivery_count: u32,
+    pub enqueued_at: DateTime<Utc>,
+    pub locked_until: DateTime<Utc>,
+}
+
+/// A message in a dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub sequence: i64,
+    pub message_id: String,
+    pub body: Bytes,
+    pub properties: BTreeMap<String, String>,
+    pub delivery_count: u32,
+    pub enqueued_at: DateTime<Utc>,
+    pub reason: String,
+    pub description: Option<String>,
+    pub dead_lettered_at: DateTime<Utc>,
+}
+
+/// Reason recorded for messages that exceeded the queue's max delivery count (Service Bus's
+/// own wording).
+pub const MAX_DELIVERY_REASON: &str = "MaxDeliveryCountExceeded";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Messages now in the queue.
+    pub accepted: usize,
+    /// Messages dropped because their id was seen within the duplicate detection window.
+    pub duplicates: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Receivable or locked (as Service Bus's active count, which includes locked).
+    pub active: u64,
+    /// Of `active`, currently locked by a receiver.
+    pub locked: u64,
+    /// Not receivable before their scheduled time (or an abandon delay).
+    pub scheduled: u64,
+    pub dead_lettered: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {0} does not exist; create it with ensure_queue")]
+    UnknownQueue(QueueName),
+    #[error("the lock on message {sequence} was lost (it expired or another receiver holds it)")]
+    LockLost { sequence: i64 },
+    #[error("message {message_id:?} was refused: {problem}")]
+    InvalidMessage { message_id: String, problem: String },
+    #[error("queue settings for {queue} are invalid: {problem}")]
+    InvalidSpec { queue: QueueName, problem: String },
+    #[error("queue database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A queue transport. See the module documentation for the semantics every implementation
+/// must keep.
+#[async_trait]
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// Creates the queue, or updates its settings when it exists.
+    async fn ensure_queue(&self, spec: &QueueSpec) -> Result<(), QueueError>;
+
+    /// Sends a batch atomically: all messages are stored or none is.
+    async fn send(
+        &self,
+        queue: &QueueName,
+        messages: &[OutgoingMessage],
+    ) -> Result<SendReport, QueueError>;
+
+    /// Receives up to `max` messages, waiting up to `wait` for at least one. Returns an
+    /// empty vector when none arrived in time.
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Completes (removes) a message whose lock the caller holds.
+    async fn complete(&self, queue: &QueueName, lock: &LockToken) -> Result<(), QueueError>;
+
+    /// Completes many messages; returns the locks that were no longer held (their messages
+    /// were not completed). The default settles one at a time.
+    async fn complete_batch(
+        &self,
+        queue: &QueueName,
+        locks: &[LockToken],
+    ) -> Result<Vec<LockToken>, QueueError> {
+        let mut lost = Vec::new();
+        for lock in locks {
+            match self.complete(queue, lock).await {
+                Ok(()) => {}
+                Err(QueueError::LockLost { .. }) => lost.push(*lock),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Releases the lock; the message is receivable again after `delay`. When the message
+    /// has reached the max delivery count it goes to the dead-letter queue instead.
+    async fn abandon(
+        &self,
+        queue: &QueueName,
+        lock: &LockToken,
+        delay: Duration,
+    ) -> Result<(), QueueError>;
+
+    /// Moves a locked message to the dead-letter queue with a reason.
+    async fn dead_letter(
+        &self,
+        queue: &QueueName,
+        lock: &LockToken,
+        reason: &str,
+        description: &str,
+    ) -> Result<(), QueueError>;
+
+    /// Extends the lock by the queue's lock duration from now; returns the new expiry.
+    async fn renew_lock(
+        &self,
+        queue: &QueueName,
+        lock: &LockToken,
+    ) -> Result<DateTime<Utc>, QueueError>;
+
+    /// Lists dead letters after sequence `after`, oldest first, without removing them.
+    async fn peek_dead_letters(
+        &self,
+        queue: &QueueName,
+        after: Option<i64>,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Takes up to `max` dead letters away (receive-and-delete), oldest first.
+    async fn receive_dead_letters(
+        &self,
+        queue: &QueueName,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Moves dead letters back to the queue as fresh messages (delivery count 0, same
+    /// message id, not subject to duplicate detection). Returns how many were moved.
+    async fn resubmit_dead_letters(
+        &self,
+        queue: &QueueName,
+        sequences: &[i64],
+    ) -> Result<usize, QueueError>;
+
+    async fn depth(&self, queue: &QueueName) -> Result<QueueDepth, QueueError>;
+}

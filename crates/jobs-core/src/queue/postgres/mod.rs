@@ -1,0 +1,675 @@
+//! The Postgres transport: the embedded default, needing nothing but the Postgres the job
+//! store already uses.
+//!
+//! Tables (see `migrations/*_queue.sql`): `queues` (settings), `queue_messages` (the hot
+//! table: only active, scheduled and locked messages), `queue_dedupe` (duplicate detection
+//! history) and `queue_dead_letters`. Receivers claim with `FOR UPDATE SKIP LOCKED`, so
+//! concurrent receivers never get the same message while it is locked; completion deletes
+//! the row, so the hot table holds the backlog and nothing else.
+//!
+//! ## Which commits must be durable
+//!
+//! Sends are committed durably (the server's `synchronous_commit`, `on` by default): once
+//! `send` returns, the message survives a crash — nothing else could bring it back.
+//!
+//! Everything a receiver does — receive (lock), complete, abandon, dead-letter, renew — runs
+//! on a second pool whose sessions set `synchronous_commit = off`. Postgres then returns
+//! from COMMIT before the WAL flush; a crash can lose the last few hundred milliseconds of
+//! such commits, but only as a whole suffix of the log, never a torn one. Losing any of them
+//! is indistinguishable from something at-least-once delivery already allows:
+//! - a lost receive is a lock that vanished: the message is receivable again, as after a
+//!   lock expiry;
+//! - a lost complete brings the message back: a redelivery, which every handler must
+//!   tolerate anyway (outputs at deterministic paths, the job store counts an item once);
+//! - a lost abandon or renew leaves the lock to expire at its old time; the holder's next
+//!   settle fails with `LockLost` and the message is delivered again;
+//! - a lost dead-letter leaves the message in the queue, to be delivered or dead-lettered
+//!   again.
+//!
+//! No message is ever lost or duplicated in the store by this, because the effect of
+//! processing (the job store's item completion) is committed durably *before* the message is
+//! completed. The gain is large: the per-message path is bound by WAL flushes otherwise.
+
+mod wake;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::types::Json;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
+
+pub use wake::purge_expired_dedupe;
+use wake::{CHANNEL, Wakers};
+
+use super::{
+    DeadLetter, LockToken, MAX_DELIVERY_REASON, OutgoingMessage, QueueDepth, QueueError, QueueName,
+    QueueSpec, ReceivedMessage, SendReport, Transport,
+};
+
+/// How the transport finds new messages and keeps itself tidy.
+#[derive(Clone, Debug)]
+pub struct PgTransportOptions {
+    /// Wake receivers with LISTEN/NOTIFY (off behind PgBouncer in transaction mode).
+    pub listen_notify: bool,
+    /// How often a waiting receiver looks again without a notification.
+    pub poll_interval: Duration,
+    /// How often expired duplicate-detection history is purged.
+    pub maintenance_interval: Duration,
+}
+
+impl PgTransportOptions {
+    pub fn from_config(cfg: &crate::config::QueueConfig) -> Self {
+        Self {
+            listen_notify: cfg.listen_notify,
+            poll_interval: cfg.poll_interval(),
+            maintenance_interval: cfg.maintenance_interval(),
+        }
+    }
+}
+
+/// Settings of one queue as the SQL needs them.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    lock_secs: f64,
+    max_delivery_count: i32,
+    dedupe_secs: f64,
+}
+
+#[derive(Debug)]
+pub struct PgTransport {
+    /// Sends and operator actions: durable commits.
+    durable: PgPool,
+    /// Receiver operations: `synchronous_commit = off` (see the module docs for why).
+    relaxed: PgPool,
+    options: PgTransportOptions,
+    /// Queue settings by name, loaded on first use. Settings changed by another process
+    /// are seen after this process restarts.
+    settings: RwLock<HashMap<String, Settings>>,
+    wakers: Arc<Wakers>,
+    /// Stops the listener and maintenance tasks when the transport is dropped.
+    _stop: DropGuard,
+}
+
+impl PgTransport {
+    /// Starts the transport on `pool`: opens the relaxed-commit pool beside it, connects
+    /// the listener (when enabled) and starts maintenance. Needs a Tokio runtime.
+    pub async fn start(pool: PgPool, options: PgTransportOptions) -> Result<Self, QueueError> {
+        let connect = (*pool.connect_options())
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        let relaxed = PgPoolOptions::new()
+            .max_connections(pool.options().get_max_connections())
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with(connect);
+        let stop = CancellationToken::new();
+        let wakers = Arc::new(Wakers::default());
+        if options.listen_notify {
+            wake::spawn_listener(&pool, wakers.clone(), stop.clone()).await?;
+        }
+        wake::spawn_maintenance(pool.clone(), options.maintenance_interval, stop.clone());
+        Ok(Self {
+            durable: pool,
+            relaxed,
+            options,
+            settings: RwLock::new(HashMap::new()),
+            wakers,
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    /// Sends on the caller's connection, so a message can be written in the same
+    /// transaction as the job row it belongs to (the API's submit path).
+    pub async fn send_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        queue: &QueueName,
+        messages: &[OutgoingMessage],
+    ) -> Result<SendReport, QueueError> {
+        for m in messages {
+            m.validate()?;
+        }
+        if messages.is_empty() {
+            return Ok(SendReport::default());
+        }
+        let s = self.settings(queue).await?;
+        let ids: Vec<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
+        let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
+        let props: Vec<Option<Json<&BTreeMap<String, String>>>> = messages
+            .iter()
+            .map(|m| (!m.properties.is_empty()).then_some(Json(&m.properties)))
+            .collect();
+        let at: Vec<Option<DateTime<Utc>>> = messages.iter().map(|m| m.scheduled_at).collect();
+        // Duplicates inside one batch are dropped first (keeping the first occurrence), so
+        // the history insert never meets the same id twice. Messages are inserted in their
+        // batch order, which is the order sequence numbers are drawn in.
+        let sql = if s.dedupe_secs > 0.0 {
+            "WITH input AS (
+                SELECT DISTINCT ON (message_id) message_id, body, properties, visible_at, ord
+                FROM unnest($2::text[], $3::bytea[], $4::jsonb[], $5::timestamptz[])
+                     WITH ORDINALITY AS t(message_id, body, properties, visible_at, ord)
+                ORDER BY message_id, ord
+             ), fresh AS (
+                INSERT INTO offload.queue_dedupe AS d (queue, message_id, expires_at)
+                SELECT $1, message_id, now() + $6 * interval '1 second' FROM input
+                ON CONFLICT (queue, message_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                    WHERE d.expires_at <= now()
+                RETURNING message_id
+             ), sent AS (
+                INSERT INTO offload.queue_messages (queue, message_id, body, properties, visible_at)
+                SELECT $1, i.message_id, i.body, i.properties, coalesce(i.visible_at, now())
+                FROM input i JOIN fresh f USING (message_id)
+                ORDER BY i.ord
+                RETURNING 1
+             )
+             SELECT n, CASE WHEN n > 0 THEN pg_notify($7, $1) END IS NULL
+             FROM (SELECT count(*) AS n FROM sent) s"
+        } else {
+            "WITH sent AS (
+                INSERT INTO offload.queue_messages (queue, message_id, body, properties, visible_at)
+                SELECT $1, message_id, body, properties, coalesce(visible_at, now())
+                FROM unnest($2::text[], $3::bytea[], $4::jsonb[], $5::timestamptz[])
+                     WITH ORDINALITY AS t(message_id, body, properties, visible_at, ord)
+                ORDER BY ord
+                RETURNING 1
+             )
+             SELECT n, CASE WHEN n > 0 AND $6 >= 0 THEN pg_notify($7, $1) END IS NULL
+             FROM (SELECT count(*) AS n FROM sent) s"
+        };
+        let (accepted, _): (i64, bool) = sqlx::query_as(sql)
+            .bind(queue.as_str())
+            .bind(&ids)
+            .bind(&bodies)
+            .bind(&props)
+            .bind(&at)
+            .bind(s.dedupe_secs)
+            .bind(CHANNEL)
+            .fetch_one(&mut *conn)
+            .await?;
+        let accepted = accepted as usize;
+        Ok(SendReport {
+            accepted,
+            duplicates: messages.len() - accepted,
+        })
+    }
+
+    async fn settings(&self, queue: &QueueName) -> Result<Settings, QueueError> {
+        if let Some(s) = self
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(queue.as_str())
+        {
+            return Ok(*s);
+        }
+        let row: Option<(f64, i32, f64)> = sqlx::query_as(
+            "SELECT extract(epoch FROM lock_duration)::float8, max_delivery_count,
+                    extract(epoch FROM dedupe_window)::float8
+             FROM offload.queues WHERE name = $1",
+        )
+        .bind(queue.as_str())
+        .fetch_optional(&self.durable)
+        .await?;
+        let (lock_secs, max_delivery_count, dedupe_secs) =
+            row.ok_or_else(|| QueueError::UnknownQueue(queue.clone()))?;
+        let s = Settings {
+            lock_secs,
+            max_delivery_count,
+            dedupe_secs,
+        };
+        self.settings
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(queue.as_str().to_owned(), s);
+        Ok(s)
+    }
+
+    /// One attempt to claim up to `max` messages.
+    async fn try_receive(
+        &self,
+        queue: &QueueName,
+        s: Settings,
+        max: usize,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        // `cand` locks the oldest visible rows, skipping those another receiver is
+        // claiming. Rows already delivered max_delivery_count times are moved to the
+        // dead-letter queue (`expired`, `moved`) instead of being delivered again; the
+        // others get a fresh lock token and expiry. Both CTEs touch disjoint rows.
+        let rows: Vec<ReceivedRow> = sqlx::query_as(
+            "WITH cand AS (
+                SELECT seq, delivery_count FROM offload.queue_messages
+                WHERE queue = $1 AND visible_at <= now()
+                ORDER BY visible_at, seq
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+             ), expired AS (
+                DELETE FROM offload.queue_messages m USING cand c
+                WHERE m.seq = c.seq AND c.delivery_count >= $4
+                RETURNING m.*
+             ), moved AS (
+                INSERT INTO offload.queue_dead_letters
+                    (seq, queue, message_id, body, properties, enqueued_at, delivery_count,
+                     reason, description)
+                SELECT seq, queue, message_id, body, properties, enqueued_at, delivery_count,
+                       $6, 'delivered ' || delivery_count || ' times without being completed'
+                FROM expired
+             )
+             UPDATE offload.queue_messages m
+             SET visible_at = now() + $3 * interval '1 second', lock_token = $5,
+                 delivery_count = m.delivery_count + 1
+             FROM cand c
+             WHERE m.seq = c.seq AND c.delivery_count < $4
+             RETURNING m.seq, m.message_id, m.body, m.properties, m.enqueued_at, m.visible_at,
+                       m.delivery_count, m.lock_token",
+        )
+        .bind(queue.as_str())
+        .bind(max as i64)
+        .bind(s.lock_secs)
+        .bind(s.max_delivery_count)
+        .bind(Uuid::new_v4())
+        .bind(MAX_DELIVERY_REASON)
+        .fetch_all(&self.relaxed)
+        .await?;
+        let mut msgs: Vec<ReceivedMessage> = rows.into_iter().map(Into::into).collect();
+        msgs.sort_by_key(|m| m.lock.sequence);
+        Ok(msgs)
+    }
+
+    /// Abandon and dead-letter share one statement: release the lock (with a delay) or,
+    /// when `reason` is given or the delivery count is exhausted, move to the dead-letter
+    /// queue. Returns false when the caller no longer held the lock.
+    async fn release(
+        &self,
+        queue: &QueueName,
+        lock: &LockToken,
+        delay: Duration,
+        dead_letter: Option<(&str, &str)>,
+    ) -> Result<(), QueueError> {
+        let s = self.settings(queue).await?;
+        let (reason, description) = match dead_letter {
+            Some((r, d)) => (Some(r), Some(d)),
+            None => (None, None),
+        };
+        let held: i64 = sqlx::query_scalar(
+            "WITH target AS (
+                SELECT seq, delivery_count FROM offload.queue_messages
+                WHERE queue = $1 AND seq = $2 AND lock_token = $3 AND visible_at > now()
+                FOR UPDATE
+             ), dead AS (
+                DELETE FROM offload.queue_messages m USING target t
+                WHERE m.seq = t.seq AND ($5::text IS NOT NULL OR t.delivery_count >= $6)
+                RETURNING m.*
+             ), moved AS (
+                INSERT INTO offload.queue_dead_letters
+                    (seq, queue, message_id, body, properties, enqueued_at, delivery_count,
+                     reason, description)
+                SELECT seq, queue, message_id, body, properties, enqueued_at, delivery_count,
+                       coalesce($5, $8),
+                       coalesce($7, 'delivered ' || delivery_count || ' times without being completed')
+                FROM dead
+             ), released AS (
+                UPDATE offload.queue_messages m
+                SET lock_token = NULL, visible_at = now() + $4 * interval '1 second'
+                FROM target t
+                WHERE m.seq = t.seq AND $5::text IS NULL AND t.delivery_count < $6
+             )
+             SELECT count(*) FROM target",
+        )
+        .bind(queue.as_str())
+        .bind(lock.sequence)
+        .bind(lock.token)
+        .bind(delay.as_secs_f64())
+        .bind(reason)
+        .bind(s.max_delivery_count)
+        .bind(description)
+        .bind(MAX_DELIVERY_REASON)
+        .fetch_one(&self.relaxed)
+        .await?;
+        if held == 0 {
+            return Err(QueueError::LockLost {
+                sequence: lock.sequence,
+            });
+        }
+        if delay.is_zero() && dead_letter.is_none() {
+            self.notify(queue).await?;
+        }
+        Ok(())
+    }
+
+    async fn notify(&self, queue: &QueueName) -> Result<(), QueueError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(queue.as_str())
+            .execute(&self.relaxed)
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ReceivedRow {
+    seq: i64,
+    message_id: String,
+    body: Vec<u8>,
+    properties: Option<Json<BTreeMap<String, String>>>,
+    enqueued_at: DateTime<Utc>,
+    visible_at: DateTime<Utc>,
+    delivery_count: i32,
+    lock_token: Uuid,
+}
+
+impl From<ReceivedRow> for ReceivedMessage {
+    fn from(r: ReceivedRow) -> Self {
+        Self {
+            lock: LockToken {
+                sequence: r.seq,
+                token: r.lock_token,
+            },
+            message_id: r.message_id,
+            body: r.body.into(),
+            properties: r.properties.map(|p| p.0).unwrap_or_default(),
+            delivery_count: r.delivery_count.max(0) as u32,
+            enqueued_at: r.enqueued_at,
+            locked_until: r.visible_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DeadLetterRow {
+    seq: i64,
+    message_id: String,
+    body: Vec<u8>,
+    properties: Option<Json<BTreeMap<String, String>>>,
+    enqueued_at: DateTime<Utc>,
+    delivery_count: i32,
+    reason: String,
+    description: Option<String>,
+    dead_lettered_at: DateTime<Utc>,
+}
+
+impl From<DeadLetterRow> for DeadLetter {
+    fn from(r: DeadLetterRow) -> Self {
+        Self {
+            sequence: r.seq,
+            message_id: r.message_id,
+            body: r.body.into(),
+            properties: r.properties.map(|p| p.0).unwrap_or_default(),
+            delivery_count: r.delivery_count.max(0) as u32,
+            enqueued_at: r.enqueued_at,
+            reason: r.reason,
+            description: r.description,
+            dead_lettered_at: r.dead_lettered_at,
+        }
+    }
+}
+
+const DEAD_LETTER_COLUMNS: &str = "seq, message_id, body, properties, enqueued_at, \
+     delivery_count, reason, description, dead_lettered_at";
+
+#[async_trait]
+impl Transport for PgTransport {
+    async fn ensure_queue(&self, spec: &QueueSpec) -> Result<(), QueueError> {
+        let invalid = |problem: &str| {
+            Err(QueueError::InvalidSpec {
+                queue: spec.name.clone(),
+                problem: problem.into(),
+            })
+        };
+        if spec.lock_duration < Duration::from_millis(100) {
+            return invalid("lock duration must be at least 100 ms");
+        }
+        if spec.max_delivery_count == 0 || spec.max_delivery_count > i32::MAX as u32 {
+            return invalid("max delivery count must be at least 1");
+        }
+        let s = Settings {
+            lock_secs: spec.lock_duration.as_secs_f64(),
+            max_delivery_count: spec.max_delivery_count as i32,
+            dedupe_secs: spec.dedupe_window.as_secs_f64(),
+        };
+        sqlx::query(
+            "INSERT INTO offload.queues (name, lock_duration, max_delivery_count, dedupe_window)
+             VALUES ($1, $2 * interval '1 second', $3, $4 * interval '1 second')
+             ON CONFLICT (name) DO UPDATE SET lock_duration = EXCLUDED.lock_duration,
+                 max_delivery_count = EXCLUDED.max_delivery_count,
+                 dedupe_window = EXCLUDED.dedupe_window",
+        )
+        .bind(spec.name.as_str())
+        .bind(s.lock_secs)
+        .bind(s.max_delivery_count)
+        .bind(s.dedupe_secs)
+        .execute(&self.durable)
+        .await?;
+        self.settings
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.name.as_str().to_owned(), s);
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        queue: &QueueName,
+        messages: &[OutgoingMessage],
+    ) -> Result<SendReport, QueueError> {
+        let mut conn = self.durable.acquire().await?;
+        self.send_in(&mut conn, queue, messages).await
+    }
+
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let s = self.settings(queue).await?;
+        let max = max.clamp(1, 5_000);
+        let deadline = tokio::time::Instant::now() + wait;
+        let waker = self.wakers.for_queue(queue.as_str());
+        loop {
+            // Register for a wake-up *before* looking, so a notification that arrives
+            // between an empty claim and the wait is not missed.
+            let notified = waker.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let msgs = self.try_receive(queue, s, max).await?;
+            let now = tokio::time::Instant::now();
+            if !msgs.is_empty() || now >= deadline {
+                return Ok(msgs);
+            }
+            let nap = self.options.poll_interval.min(deadline - now);
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn complete(&self, queue: &QueueName, lock: &LockToken) -> Result<(), QueueError> {
+        let n = sqlx::query(
+            "DELETE FROM offload.queue_messages
+             WHERE queue = $1 AND seq = $2 AND lock_token = $3 AND visible_at > now()",
+        )
+        .bind(queue.as_str())
+        .bind(lock.sequence)
+        .bind(lock.token)
+        .execute(&self.relaxed)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            Err(QueueError::LockLost {
+                sequence: lock.sequence,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn complete_batch(
+        &self,
+        queue: &QueueName,
+        locks: &[LockToken],
+    ) -> Result<Vec<LockToken>, QueueError> {
+        if locks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs: Vec<i64> = locks.iter().map(|l| l.sequence).collect();
+        let tokens: Vec<Uuid> = locks.iter().map(|l| l.token).collect();
+        let done: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM offload.queue_messages m
+             USING unnest($2::bigint[], $3::uuid[]) AS l(seq, token)
+             WHERE m.queue = $1 AND m.seq = l.seq AND m.lock_token = l.token
+               AND m.visible_at > now()
+             RETURNING m.seq",
+        )
+        .bind(queue.as_str())
+        .bind(&seqs)
+        .bind(&tokens)
+        .fetch_all(&self.relaxed)
+        .await?;
+        if done.len() == locks.len() {
+            return Ok(Vec::new());
+        }
+        let done: std::collections::HashSet<i64> = done.into_iter().collect();
+        Ok(locks
+            .iter()
+            .filter(|l| !done.contains(&l.sequence))
+            .copied()
+            .collect())
+    }
+
+    async fn abandon(
+        &self,
+        queue: &QueueName,
+        lock: &LockToken,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        self.release(queue, lock, delay, None).await
+    }
+
+    async fn dead_letter(
+        &self,
+        queue: &QueueName,
+        lock: &LockToken,
+        reason: &str,
+        description: &str,
+    ) -> Result<(), QueueError> {
+        self.release(queue, lock, Duration::ZERO, Some((reason, description)))
+            .await
+    }
+
+    async fn renew_lock(
+        &self,
+        queue: &QueueName,
+        lock: &LockToken,
+    ) -> Result<DateTime<Utc>, QueueError> {
+        let s = self.settings(queue).await?;
+        let until: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "UPDATE offload.queue_messages SET visible_at = now() + $4 * interval '1 second'
+             WHERE queue = $1 AND seq = $2 AND lock_token = $3 AND visible_at > now()
+             RETURNING visible_at",
+        )
+        .bind(queue.as_str())
+        .bind(lock.sequence)
+        .bind(lock.token)
+        .bind(s.lock_secs)
+        .fetch_optional(&self.relaxed)
+        .await?;
+        until.ok_or(QueueError::LockLost {
+            sequence: lock.sequence,
+        })
+    }
+
+    async fn peek_dead_letters(
+        &self,
+        queue: &QueueName,
+        after: Option<i64>,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        self.settings(queue).await?;
+        let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM offload.queue_dead_letters
+             WHERE queue = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(queue.as_str())
+        .bind(after.unwrap_or(i64::MIN))
+        .bind(max.clamp(1, 5_000) as i64)
+        .fetch_all(&self.durable)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn receive_dead_letters(
+        &self,
+        queue: &QueueName,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        self.settings(queue).await?;
+        let mut rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
+            "DELETE FROM offload.queue_dead_letters WHERE seq IN (
+                 SELECT seq FROM offload.queue_dead_letters WHERE queue = $1
+                 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING {DEAD_LETTER_COLUMNS}"
+        ))
+        .bind(queue.as_str())
+        .bind(max.clamp(1, 5_000) as i64)
+        .fetch_all(&self.durable)
+        .await?;
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn resubmit_dead_letters(
+        &self,
+        queue: &QueueName,
+        sequences: &[i64],
+    ) -> Result<usize, QueueError> {
+        self.settings(queue).await?;
+        let n: i64 = sqlx::query_scalar(
+            "WITH moved AS (
+                DELETE FROM offload.queue_dead_letters WHERE queue = $1 AND seq = ANY($2)
+                RETURNING seq, queue, message_id, body, properties, enqueued_at
+             ), back AS (
+                INSERT INTO offload.queue_messages
+                    (seq, queue, message_id, body, properties, enqueued_at, visible_at)
+                OVERRIDING SYSTEM VALUE
+                SELECT seq, queue, message_id, body, properties, enqueued_at, now() FROM moved
+                RETURNING 1
+             )
+             SELECT count(*) FROM back",
+        )
+        .bind(queue.as_str())
+        .bind(sequences)
+        .fetch_one(&self.durable)
+        .await?;
+        if n > 0 {
+            self.notify(queue).await?;
+        }
+        Ok(n as usize)
+    }
+
+    async fn depth(&self, queue: &QueueName) -> Result<QueueDepth, QueueError> {
+        self.settings(queue).await?;
+        let (active, locked, scheduled, dead): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE visible_at <= now() OR lock_token IS NOT NULL),
+                    count(*) FILTER (WHERE visible_at > now() AND lock_token IS NOT NULL),
+                    count(*) FILTER (WHERE visible_at > now() AND lock_token IS NULL),
+                    (SELECT count(*) FROM offload.queue_dead_letters WHERE queue = $1)
+             FROM offload.queue_messages WHERE queue = $1",
+        )
+        .bind(queue.as_str())
+        .fetch_one(&self.durable)
+        .await?;
+        Ok(QueueDepth {
+            active: active as u64,
+            locked: locked as u64,
+            scheduled: scheduled as u64,
+            dead_lettered: dead as u64,
+        })
+    }
+}

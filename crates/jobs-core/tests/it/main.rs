@@ -1,0 +1,6 @@
+//! Integration tests of jobs-core against real Postgres. Panicking on failure is the point here.
+#![allow(clippy::unwrap_used)]
+
+mod queue_contract;
+mod store;
+mod support;

@@ -1,0 +1,440 @@
+//! The queue transport contract: the semantics every transport must keep, written once and
+//! run against each transport (Postgres with LISTEN/NOTIFY, Postgres polling only, and the
+//! Service Bus transport when it lands) through `contract_suite!`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use jobs_core::queue::{
+    MAX_BODY_BYTES, MAX_DELIVERY_REASON, OutgoingMessage, QueueError, QueueName, QueueSpec,
+    Transport,
+};
+use tokio::task::JoinSet;
+
+type Dyn = Arc<dyn Transport>;
+
+const NO_WAIT: Duration = Duration::ZERO;
+/// Upper bound for waits on conditions that should happen promptly; tests return as soon as
+/// the condition holds.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn queue(t: &Dyn, lock: Duration, max_delivery: u32, dedupe: Duration) -> QueueName {
+    let name = QueueName::parse(&format!("q-{}", uuid::Uuid::new_v4().simple())).unwrap();
+    t.ensure_queue(&QueueSpec {
+        name: name.clone(),
+        lock_duration: lock,
+        max_delivery_count: max_delivery,
+        dedupe_window: dedupe,
+    })
+    .await
+    .unwrap();
+    name
+}
+
+async fn default_queue(t: &Dyn) -> QueueName {
+    queue(t, Duration::from_secs(30), 10, Duration::from_secs(600)).await
+}
+
+fn msg(id: &str) -> OutgoingMessage {
+    OutgoingMessage::new(id, format!("body of {id}").into_bytes())
+}
+
+pub async fn send_and_receive_round_trip(t: Dyn) {
+    let q = default_queue(&t).await;
+    let sent = msg("m1").with_property("traceparent", "00-abc-def-01");
+    let report = t.send(&q, std::slice::from_ref(&sent)).await.unwrap();
+    assert_eq!((report.accepted, report.duplicates), (1, 0));
+
+    let before = Utc::now();
+    let got = t.receive(&q, 10, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert_eq!(m.message_id, "m1");
+    assert_eq!(m.body, sent.body);
+    assert_eq!(
+        m.properties,
+        BTreeMap::from([("traceparent".into(), "00-abc-def-01".into())])
+    );
+    assert_eq!(m.delivery_count, 1);
+    assert!(
+        m.locked_until > before + chrono::Duration::seconds(25),
+        "{:?}",
+        m.locked_until
+    );
+    t.complete(&q, &m.lock).await.unwrap();
+    assert!(t.receive(&q, 10, NO_WAIT).await.unwrap().is_empty());
+}
+
+pub async fn batches_keep_their_order(t: Dyn) {
+    let q = default_queue(&t).await;
+    let batch: Vec<_> = (0..250).map(|i| msg(&format!("m{i:03}"))).collect();
+    assert_eq!(t.send(&q, &batch).await.unwrap().accepted, 250);
+    let mut seen = Vec::new();
+    loop {
+        let got = t.receive(&q, 64, NO_WAIT).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        let locks: Vec<_> = got.iter().map(|m| m.lock).collect();
+        assert!(t.complete_batch(&q, &locks).await.unwrap().is_empty());
+        seen.extend(got.into_iter().map(|m| m.message_id));
+    }
+    let expected: Vec<_> = (0..250).map(|i| format!("m{i:03}")).collect();
+    assert_eq!(seen, expected);
+}
+
+pub async fn duplicate_ids_are_dropped_within_the_window(t: Dyn) {
+    let q = default_queue(&t).await;
+    // Within one batch: the first occurrence wins.
+    let mut first = msg("dup");
+    first.body = "first".into();
+    let mut second = msg("dup");
+    second.body = "second".into();
+    let r = t.send(&q, &[first, second, msg("other")]).await.unwrap();
+    assert_eq!((r.accepted, r.duplicates), (2, 1));
+    // Across batches, and after the first copy was completed.
+    let got = t.receive(&q, 10, NO_WAIT).await.unwrap();
+    assert_eq!(got[0].body.as_ref(), b"first");
+    for m in &got {
+        t.complete(&q, &m.lock).await.unwrap();
+    }
+    let r = t.send(&q, &[msg("dup"), msg("new")]).await.unwrap();
+    assert_eq!((r.accepted, r.duplicates), (1, 1));
+    let got = t.receive(&q, 10, NO_WAIT).await.unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|m| m.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["new"]
+    );
+}
+
+pub async fn duplicate_detection_forgets_after_the_window(t: Dyn) {
+    let window = Duration::from_secs(1);
+    let q = queue(&t, Duration::from_secs(30), 10, window).await;
+    assert_eq!(t.send(&q, &[msg("a")]).await.unwrap().accepted, 1);
+    assert_eq!(t.send(&q, &[msg("a")]).await.unwrap().duplicates, 1);
+    // The condition under test is the passing of the window itself.
+    tokio::time::sleep(window + Duration::from_millis(100)).await;
+    assert_eq!(t.send(&q, &[msg("a")]).await.unwrap().accepted, 1);
+}
+
+pub async fn duplicate_detection_can_be_disabled(t: Dyn) {
+    let q = queue(&t, Duration::from_secs(30), 10, Duration::ZERO).await;
+    let r = t.send(&q, &[msg("a"), msg("a")]).await.unwrap();
+    assert_eq!((r.accepted, r.duplicates), (2, 0));
+    assert_eq!(t.send(&q, &[msg("a")]).await.unwrap().accepted, 1);
+    assert_eq!(t.depth(&q).await.unwrap().active, 3);
+}
+
+pub async fn scheduled_messages_wait_for_their_time(t: Dyn) {
+    let q = default_queue(&t).await;
+    let at = Utc::now() + chrono::Duration::milliseconds(1500);
+    t.send(&q, &[msg("later").scheduled_at(at), msg("now")])
+        .await
+        .unwrap();
+    let depth = t.depth(&q).await.unwrap();
+    assert_eq!((depth.active, depth.scheduled), (1, 1));
+    let got = t.receive(&q, 10, NO_WAIT).await.unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|m| m.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["now"]
+    );
+    assert!(t.receive(&q, 10, NO_WAIT).await.unwrap().is_empty());
+    let got = t.receive(&q, 10, PATIENCE).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message_id, "later");
+    assert!(Utc::now() >= at, "received before its scheduled time");
+}
+
+pub async fn a_locked_message_is_hidden_and_settles_once(t: Dyn) {
+    let q = default_queue(&t).await;
+    t.send(&q, &[msg("m")]).await.unwrap();
+    let got = t.receive(&q, 1, NO_WAIT).await.unwrap();
+    assert!(
+        t.receive(&q, 1, NO_WAIT).await.unwrap().is_empty(),
+        "locked message was visible"
+    );
+    let depth = t.depth(&q).await.unwrap();
+    assert_eq!((depth.active, depth.locked), (1, 1));
+    t.complete(&q, &got[0].lock).await.unwrap();
+    let again = t.complete(&q, &got[0].lock).await.unwrap_err();
+    assert!(matches!(again, QueueError::LockLost { .. }), "{again}");
+    assert_eq!(t.depth(&q).await.unwrap().active, 0);
+}
+
+pub async fn an_expired_lock_releases_the_message_and_its_token(t: Dyn) {
+    let q = queue(&t, Duration::from_millis(500), 10, Duration::from_secs(600)).await;
+    t.send(&q, &[msg("m")]).await.unwrap();
+    let first = t.receive(&q, 1, NO_WAIT).await.unwrap().remove(0);
+    // Wait for the lock to expire: the message comes back by itself.
+    let second = t.receive(&q, 1, PATIENCE).await.unwrap().remove(0);
+    assert_eq!(second.message_id, "m");
+    assert_eq!(second.delivery_count, 2);
+    assert_ne!(first.lock, second.lock);
+    // The old holder can no longer settle or renew what the new holder has.
+    for res in [
+        t.complete(&q, &first.lock).await,
+        t.abandon(&q, &first.lock, NO_WAIT).await,
+        t.dead_letter(&q, &first.lock, "x", "y").await,
+        t.renew_lock(&q, &first.lock).await.map(|_| ()),
+    ] {
+        assert!(matches!(res, Err(QueueError::LockLost { .. })), "{res:?}");
+    }
+    t.complete(&q, &second.lock).await.unwrap();
+}
+
+pub async fn renewing_extends_the_lock(t: Dyn) {
+    let q = queue(&t, Duration::from_secs(2), 10, Duration::from_secs(600)).await;
+    t.send(&q, &[msg("m")]).await.unwrap();
+    let m = t.receive(&q, 1, NO_WAIT).await.unwrap().remove(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let until = t.renew_lock(&q, &m.lock).await.unwrap();
+    assert!(until > m.locked_until, "{until} <= {}", m.locked_until);
+    assert!(t.receive(&q, 1, NO_WAIT).await.unwrap().is_empty());
+    t.complete(&q, &m.lock).await.unwrap();
+}
+
+pub async fn abandon_returns_the_message_now_or_after_a_delay(t: Dyn) {
+    let q = default_queue(&t).await;
+    t.send(&q, &[msg("m")]).await.unwrap();
+    let m = t.receive(&q, 1, NO_WAIT).await.unwrap().remove(0);
+    t.abandon(&q, &m.lock, NO_WAIT).await.unwrap();
+    let m = t.receive(&q, 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(m.delivery_count, 2);
+    let delay = Duration::from_millis(800);
+    let abandoned_at = std::time::Instant::now();
+    t.abandon(&q, &m.lock, delay).await.unwrap();
+    assert!(
+        t.receive(&q, 1, NO_WAIT).await.unwrap().is_empty(),
+        "visible before its delay"
+    );
+    let m = t.receive(&q, 1, PATIENCE).await.unwrap().remove(0);
+    assert!(abandoned_at.elapsed() >= delay);
+    assert_eq!(m.delivery_count, 3);
+}
+
+pub async fn the_max_delivery_count_dead_letters_by_itself(t: Dyn) {
+    let q = queue(&t, Duration::from_millis(300), 2, Duration::from_secs(600)).await;
+    // Through abandon: abandoning the last permitted delivery moves the message.
+    t.send(&q, &[msg("abandoned")]).await.unwrap();
+    for delivery in 1..=2 {
+        let m = t.receive(&q, 1, NO_WAIT).await.unwrap().remove(0);
+        assert_eq!(m.delivery_count, delivery);
+        t.abandon(&q, &m.lock, NO_WAIT).await.unwrap();
+    }
+    assert!(t.receive(&q, 1, NO_WAIT).await.unwrap().is_empty());
+    assert_eq!(t.depth(&q).await.unwrap().dead_lettered, 1);
+
+    // Through lock expiry: nobody settles; once the second lock has expired the message
+    // goes to the dead-letter queue instead of being delivered a third time.
+    t.send(&q, &[msg("expired")]).await.unwrap();
+    for delivery in 1..=2 {
+        let m = t.receive(&q, 1, PATIENCE).await.unwrap().remove(0);
+        assert_eq!(
+            (m.message_id.as_str(), m.delivery_count),
+            ("expired", delivery)
+        );
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while t.depth(&q).await.unwrap().dead_lettered < 2 {
+        assert!(
+            t.receive(&q, 1, NO_WAIT).await.unwrap().is_empty(),
+            "delivered a third time"
+        );
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = t.peek_dead_letters(&q, None, 10).await.unwrap();
+    assert_eq!(
+        dead.iter()
+            .map(|d| d.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["abandoned", "expired"]
+    );
+    for d in &dead {
+        assert_eq!(d.reason, MAX_DELIVERY_REASON);
+        assert_eq!(d.delivery_count, 2);
+    }
+    let depth = t.depth(&q).await.unwrap();
+    assert_eq!((depth.active, depth.dead_lettered), (0, 2));
+}
+
+pub async fn dead_letters_can_be_listed_taken_and_resubmitted(t: Dyn) {
+    let q = default_queue(&t).await;
+    t.send(&q, &[msg("a"), msg("b"), msg("c")]).await.unwrap();
+    let got = t.receive(&q, 3, NO_WAIT).await.unwrap();
+    for m in &got {
+        t.dead_letter(
+            &q,
+            &m.lock,
+            "BadInput",
+            &format!("cannot parse {}", m.message_id),
+        )
+        .await
+        .unwrap();
+    }
+    let dead = t.peek_dead_letters(&q, None, 10).await.unwrap();
+    assert_eq!(dead.len(), 3);
+    assert_eq!(dead[0].reason, "BadInput");
+    assert_eq!(dead[0].description.as_deref(), Some("cannot parse a"));
+    assert_eq!(dead[0].body.as_ref(), b"body of a");
+    // Paging by sequence.
+    let rest = t
+        .peek_dead_letters(&q, Some(dead[0].sequence), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+
+    // Resubmit "a": back in the queue with a fresh delivery count, despite deduplication.
+    assert_eq!(
+        t.resubmit_dead_letters(&q, &[dead[0].sequence])
+            .await
+            .unwrap(),
+        1
+    );
+    let back = t.receive(&q, 10, PATIENCE).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].message_id, "a");
+    assert_eq!(back[0].delivery_count, 1);
+    t.complete(&q, &back[0].lock).await.unwrap();
+
+    // Take "b" and "c" away.
+    let taken = t.receive_dead_letters(&q, 10).await.unwrap();
+    assert_eq!(
+        taken
+            .iter()
+            .map(|d| d.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    assert!(t.peek_dead_letters(&q, None, 10).await.unwrap().is_empty());
+    assert_eq!(t.depth(&q).await.unwrap(), Default::default());
+}
+
+pub async fn bad_messages_are_refused_whole(t: Dyn) {
+    let q = default_queue(&t).await;
+    let too_big = OutgoingMessage::new("big", vec![0u8; MAX_BODY_BYTES + 1]);
+    let err = t.send(&q, &[msg("fine"), too_big]).await.unwrap_err();
+    assert!(
+        matches!(&err, QueueError::InvalidMessage { message_id, .. } if message_id == "big"),
+        "{err}"
+    );
+    let err = t.send(&q, &[msg("")]).await.unwrap_err();
+    assert!(matches!(err, QueueError::InvalidMessage { .. }), "{err}");
+    assert_eq!(
+        t.depth(&q).await.unwrap().active,
+        0,
+        "part of a refused batch was stored"
+    );
+
+    let unknown = QueueName::parse("no-such-queue").unwrap();
+    let err = t.send(&unknown, &[msg("x")]).await.unwrap_err();
+    assert!(matches!(err, QueueError::UnknownQueue(_)), "{err}");
+    assert!(matches!(
+        t.receive(&unknown, 1, NO_WAIT).await,
+        Err(QueueError::UnknownQueue(_))
+    ));
+}
+
+pub async fn a_waiting_receiver_gets_a_later_message(t: Dyn) {
+    let q = default_queue(&t).await;
+    let receiver = {
+        let (t, q) = (t.clone(), q.clone());
+        tokio::spawn(async move { t.receive(&q, 1, PATIENCE).await })
+    };
+    tokio::task::yield_now().await;
+    t.send(&q, &[msg("late")]).await.unwrap();
+    let got = receiver.await.unwrap().unwrap();
+    assert_eq!(got.len(), 1, "the waiting receiver missed the message");
+    assert_eq!(got[0].message_id, "late");
+}
+
+pub async fn concurrent_receivers_never_share_a_locked_message(t: Dyn) {
+    let q = default_queue(&t).await;
+    const N: usize = 3_000;
+    for chunk in (0..N).collect::<Vec<_>>().chunks(500) {
+        let batch: Vec<_> = chunk.iter().map(|i| msg(&format!("m{i}"))).collect();
+        t.send(&q, &batch).await.unwrap();
+    }
+    let mut tasks = JoinSet::new();
+    for worker in 0..12 {
+        let (t, q) = (t.clone(), q.clone());
+        tasks.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = t.receive(&q, 1 + worker % 4 * 10, NO_WAIT).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                let locks: Vec<_> = got.iter().map(|m| m.lock).collect();
+                // Every lock must still be ours: nobody else received these messages.
+                assert!(t.complete_batch(&q, &locks).await.unwrap().is_empty());
+                mine.extend(got.into_iter().map(|m| m.message_id));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(res) = tasks.join_next().await {
+        all.extend(res.unwrap());
+    }
+    let distinct: HashSet<_> = all.iter().cloned().collect();
+    assert_eq!(
+        all.len(),
+        N,
+        "some messages were received twice or not at all"
+    );
+    assert_eq!(distinct.len(), N);
+}
+
+/// Instantiates every contract check as a test for one transport. `$make` is an async
+/// expression yielding `(guard, Arc<dyn Transport>)`; the guard lives as long as the test.
+#[macro_export]
+macro_rules! contract_suite {
+    ($suite:ident, $make:expr) => {
+        mod $suite {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::contract_suite!(@tests $make;
+                send_and_receive_round_trip, batches_keep_their_order,
+                duplicate_ids_are_dropped_within_the_window,
+                duplicate_detection_forgets_after_the_window,
+                duplicate_detection_can_be_disabled, scheduled_messages_wait_for_their_time,
+                a_locked_message_is_hidden_and_settles_once,
+                an_expired_lock_releases_the_message_and_its_token, renewing_extends_the_lock,
+                abandon_returns_the_message_now_or_after_a_delay,
+                the_max_delivery_count_dead_letters_by_itself,
+                dead_letters_can_be_listed_taken_and_resubmitted,
+                bad_messages_are_refused_whole, a_waiting_receiver_gets_a_later_message,
+                concurrent_receivers_never_share_a_locked_message);
+        }
+    };
+    (@tests $make:expr; $($check:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (_guard, transport) = $make.await;
+                $crate::queue_contract::$check(transport).await;
+            }
+        )+
+    };
+}
+
+async fn postgres(listen_notify: bool) -> (crate::support::TestDb, Dyn) {
+    let db = crate::support::TestDb::new().await;
+    let t: Dyn = db.transport(listen_notify).await;
+    (db, t)
+}
+
+contract_suite!(
+    postgres_listen_notify,
+    crate::queue_contract::postgres(true)
+);
+contract_suite!(
+    postgres_polling_only,
+    crate::queue_contract::postgres(false)
+);
