@@ -30,6 +30,7 @@
 //! processing (the job store's item completion) is committed durably *before* the message is
 //! completed. The gain is large: the per-message path is bound by WAL flushes otherwise.
 
+mod send;
 mod wake;
 
 use std::collections::{BTreeMap, HashMap};
@@ -76,6 +77,8 @@ impl PgTransportOptions {
 /// Settings of one queue as the SQL needs them.
 #[derive(Clone, Copy, Debug)]
 struct Settings {
+    /// `queues.id`, by which the hot tables refer to the queue.
+    id: i32,
     lock_secs: f64,
     max_delivery_count: i32,
     dedupe_secs: f64,
@@ -123,81 +126,6 @@ impl PgTransport {
         })
     }
 
-    /// Sends on the caller's connection, so a message can be written in the same
-    /// transaction as the job row it belongs to (the API's submit path).
-    pub async fn send_in(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        queue: &QueueName,
-        messages: &[OutgoingMessage],
-    ) -> Result<SendReport, QueueError> {
-        for m in messages {
-            m.validate()?;
-        }
-        if messages.is_empty() {
-            return Ok(SendReport::default());
-        }
-        let s = self.settings(queue).await?;
-        let ids: Vec<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
-        let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
-        let props: Vec<Option<Json<&BTreeMap<String, String>>>> = messages
-            .iter()
-            .map(|m| (!m.properties.is_empty()).then_some(Json(&m.properties)))
-            .collect();
-        let at: Vec<Option<DateTime<Utc>>> = messages.iter().map(|m| m.scheduled_at).collect();
-        // Duplicates inside one batch are dropped first (keeping the first occurrence), so
-        // the history insert never meets the same id twice. Messages are inserted in their
-        // batch order, which is the order sequence numbers are drawn in.
-        let sql = if s.dedupe_secs > 0.0 {
-            "WITH input AS (
-                SELECT DISTINCT ON (message_id) message_id, body, properties, visible_at, ord
-                FROM unnest($2::text[], $3::bytea[], $4::jsonb[], $5::timestamptz[])
-                     WITH ORDINALITY AS t(message_id, body, properties, visible_at, ord)
-                ORDER BY message_id, ord
-             ), fresh AS (
-                INSERT INTO offload.queue_dedupe AS d (queue, message_id, expires_at)
-                SELECT $1, message_id, now() + $6 * interval '1 second' FROM input
-                ON CONFLICT (queue, message_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
-                    WHERE d.expires_at <= now()
-                RETURNING message_id
-             ), sent AS (
-                INSERT INTO offload.queue_messages (queue, message_id, body, properties, visible_at)
-                SELECT $1, i.message_id, i.body, i.properties, coalesce(i.visible_at, now())
-                FROM input i JOIN fresh f USING (message_id)
-                ORDER BY i.ord
-                RETURNING 1
-             )
-             SELECT n, CASE WHEN n > 0 THEN pg_notify($7, $1) END IS NULL
-             FROM (SELECT count(*) AS n FROM sent) s"
-        } else {
-            "WITH sent AS (
-                INSERT INTO offload.queue_messages (queue, message_id, body, properties, visible_at)
-                SELECT $1, message_id, body, properties, coalesce(visible_at, now())
-                FROM unnest($2::text[], $3::bytea[], $4::jsonb[], $5::timestamptz[])
-                     WITH ORDINALITY AS t(message_id, body, properties, visible_at, ord)
-                ORDER BY ord
-                RETURNING 1
-             )
-             SELECT n, CASE WHEN n > 0 AND $6 >= 0 THEN pg_notify($7, $1) END IS NULL
-             FROM (SELECT count(*) AS n FROM sent) s"
-        };
-        let (accepted, _): (i64, bool) = sqlx::query_as(sql)
-            .bind(queue.as_str())
-            .bind(&ids)
-            .bind(&bodies)
-            .bind(&props)
-            .bind(&at)
-            .bind(s.dedupe_secs)
-            .bind(CHANNEL)
-            .fetch_one(&mut *conn)
-            .await?;
-        let accepted = accepted as usize;
-        Ok(SendReport {
-            accepted,
-            duplicates: messages.len() - accepted,
-        })
-    }
-
     async fn settings(&self, queue: &QueueName) -> Result<Settings, QueueError> {
         if let Some(s) = self
             .settings
@@ -207,21 +135,17 @@ impl PgTransport {
         {
             return Ok(*s);
         }
-        let row: Option<(f64, i32, f64)> = sqlx::query_as(
-            "SELECT extract(epoch FROM lock_duration)::float8, max_delivery_count,
+        let row: Option<(i32, f64, i32, f64)> = sqlx::query_as(
+            "SELECT id, extract(epoch FROM lock_duration)::float8, max_delivery_count,
                     extract(epoch FROM dedupe_window)::float8
              FROM offload.queues WHERE name = $1",
         )
         .bind(queue.as_str())
         .fetch_optional(&self.durable)
         .await?;
-        let (lock_secs, max_delivery_count, dedupe_secs) =
+        let (id, lock_secs, max_delivery_count, dedupe_secs) =
             row.ok_or_else(|| QueueError::UnknownQueue(queue.clone()))?;
-        let s = Settings {
-            lock_secs,
-            max_delivery_count,
-            dedupe_secs,
-        };
+        let s = Settings { id, lock_secs, max_delivery_count, dedupe_secs };
         self.settings
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -230,32 +154,27 @@ impl PgTransport {
     }
 
     /// One attempt to claim up to `max` messages.
-    async fn try_receive(
-        &self,
-        queue: &QueueName,
-        s: Settings,
-        max: usize,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn try_receive(&self, s: Settings, max: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
         // `cand` locks the oldest visible rows, skipping those another receiver is
         // claiming. Rows already delivered max_delivery_count times are moved to the
         // dead-letter queue (`expired`, `moved`) instead of being delivered again; the
         // others get a fresh lock token and expiry. Both CTEs touch disjoint rows.
         let rows: Vec<ReceivedRow> = sqlx::query_as(
             "WITH cand AS (
-                SELECT seq, delivery_count FROM offload.queue_messages
-                WHERE queue = $1 AND visible_at <= now()
+                SELECT ctid, delivery_count FROM offload.queue_messages
+                WHERE queue_id = $1 AND visible_at <= now()
                 ORDER BY visible_at, seq
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED
              ), expired AS (
                 DELETE FROM offload.queue_messages m USING cand c
-                WHERE m.seq = c.seq AND c.delivery_count >= $4
+                WHERE m.ctid = c.ctid AND c.delivery_count >= $4
                 RETURNING m.*
              ), moved AS (
                 INSERT INTO offload.queue_dead_letters
-                    (seq, queue, message_id, body, properties, enqueued_at, delivery_count,
+                    (seq, queue_id, message_id, body, properties, enqueued_at, delivery_count,
                      reason, description)
-                SELECT seq, queue, message_id, body, properties, enqueued_at, delivery_count,
+                SELECT seq, queue_id, message_id, body, properties, enqueued_at, delivery_count,
                        $6, 'delivered ' || delivery_count || ' times without being completed'
                 FROM expired
              )
@@ -263,11 +182,11 @@ impl PgTransport {
              SET visible_at = now() + $3 * interval '1 second', lock_token = $5,
                  delivery_count = m.delivery_count + 1
              FROM cand c
-             WHERE m.seq = c.seq AND c.delivery_count < $4
+             WHERE m.ctid = c.ctid AND c.delivery_count < $4
              RETURNING m.seq, m.message_id, m.body, m.properties, m.enqueued_at, m.visible_at,
                        m.delivery_count, m.lock_token",
         )
-        .bind(queue.as_str())
+        .bind(s.id)
         .bind(max as i64)
         .bind(s.lock_secs)
         .bind(s.max_delivery_count)
@@ -297,18 +216,18 @@ impl PgTransport {
         };
         let held: i64 = sqlx::query_scalar(
             "WITH target AS (
-                SELECT seq, delivery_count FROM offload.queue_messages
-                WHERE queue = $1 AND seq = $2 AND lock_token = $3 AND visible_at > now()
+                SELECT ctid, delivery_count FROM offload.queue_messages
+                WHERE lock_token = $3 AND seq = $2 AND queue_id = $1 AND visible_at > now()
                 FOR UPDATE
              ), dead AS (
                 DELETE FROM offload.queue_messages m USING target t
-                WHERE m.seq = t.seq AND ($5::text IS NOT NULL OR t.delivery_count >= $6)
+                WHERE m.ctid = t.ctid AND ($5::text IS NOT NULL OR t.delivery_count >= $6)
                 RETURNING m.*
              ), moved AS (
                 INSERT INTO offload.queue_dead_letters
-                    (seq, queue, message_id, body, properties, enqueued_at, delivery_count,
+                    (seq, queue_id, message_id, body, properties, enqueued_at, delivery_count,
                      reason, description)
-                SELECT seq, queue, message_id, body, properties, enqueued_at, delivery_count,
+                SELECT seq, queue_id, message_id, body, properties, enqueued_at, delivery_count,
                        coalesce($5, $8),
                        coalesce($7, 'delivered ' || delivery_count || ' times without being completed')
                 FROM dead
@@ -316,11 +235,11 @@ impl PgTransport {
                 UPDATE offload.queue_messages m
                 SET lock_token = NULL, visible_at = now() + $4 * interval '1 second'
                 FROM target t
-                WHERE m.seq = t.seq AND $5::text IS NULL AND t.delivery_count < $6
+                WHERE m.ctid = t.ctid AND $5::text IS NULL AND t.delivery_count < $6
              )
              SELECT count(*) FROM target",
         )
-        .bind(queue.as_str())
+        .bind(s.id)
         .bind(lock.sequence)
         .bind(lock.token)
         .bind(delay.as_secs_f64())
@@ -427,23 +346,25 @@ impl Transport for PgTransport {
         if spec.max_delivery_count == 0 || spec.max_delivery_count > i32::MAX as u32 {
             return invalid("max delivery count must be at least 1");
         }
-        let s = Settings {
+        let mut s = Settings {
+            id: 0,
             lock_secs: spec.lock_duration.as_secs_f64(),
             max_delivery_count: spec.max_delivery_count as i32,
             dedupe_secs: spec.dedupe_window.as_secs_f64(),
         };
-        sqlx::query(
+        s.id = sqlx::query_scalar(
             "INSERT INTO offload.queues (name, lock_duration, max_delivery_count, dedupe_window)
              VALUES ($1, $2 * interval '1 second', $3, $4 * interval '1 second')
              ON CONFLICT (name) DO UPDATE SET lock_duration = EXCLUDED.lock_duration,
                  max_delivery_count = EXCLUDED.max_delivery_count,
-                 dedupe_window = EXCLUDED.dedupe_window",
+                 dedupe_window = EXCLUDED.dedupe_window
+             RETURNING id",
         )
         .bind(spec.name.as_str())
         .bind(s.lock_secs)
         .bind(s.max_delivery_count)
         .bind(s.dedupe_secs)
-        .execute(&self.durable)
+        .fetch_one(&self.durable)
         .await?;
         self.settings
             .write()
@@ -458,7 +379,7 @@ impl Transport for PgTransport {
         messages: &[OutgoingMessage],
     ) -> Result<SendReport, QueueError> {
         let mut conn = self.durable.acquire().await?;
-        self.send_in(&mut conn, queue, messages).await
+        self.send_on(&mut conn, queue, messages, true).await
     }
 
     async fn receive(
@@ -477,7 +398,7 @@ impl Transport for PgTransport {
             let notified = waker.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let msgs = self.try_receive(queue, s, max).await?;
+            let msgs = self.try_receive(s, max).await?;
             let now = tokio::time::Instant::now();
             if !msgs.is_empty() || now >= deadline {
                 return Ok(msgs);
@@ -491,11 +412,12 @@ impl Transport for PgTransport {
     }
 
     async fn complete(&self, queue: &QueueName, lock: &LockToken) -> Result<(), QueueError> {
+        let s = self.settings(queue).await?;
         let n = sqlx::query(
             "DELETE FROM offload.queue_messages
-             WHERE queue = $1 AND seq = $2 AND lock_token = $3 AND visible_at > now()",
+             WHERE lock_token = $3 AND seq = $2 AND queue_id = $1 AND visible_at > now()",
         )
-        .bind(queue.as_str())
+        .bind(s.id)
         .bind(lock.sequence)
         .bind(lock.token)
         .execute(&self.relaxed)
@@ -518,18 +440,25 @@ impl Transport for PgTransport {
         if locks.is_empty() {
             return Ok(Vec::new());
         }
+        let s = self.settings(queue).await?;
         let seqs: Vec<i64> = locks.iter().map(|l| l.sequence).collect();
         let tokens: Vec<Uuid> = locks.iter().map(|l| l.token).collect();
+        let mut distinct_tokens = tokens.clone();
+        distinct_tokens.sort_unstable();
+        distinct_tokens.dedup();
         let done: Vec<i64> = sqlx::query_scalar(
+            // One receive's messages share a token: find them through the lock index by
+            // the distinct tokens, then keep exactly the (seq, token) pairs presented.
             "DELETE FROM offload.queue_messages m
-             USING unnest($2::bigint[], $3::uuid[]) AS l(seq, token)
-             WHERE m.queue = $1 AND m.seq = l.seq AND m.lock_token = l.token
-               AND m.visible_at > now()
+             WHERE m.lock_token = ANY($4) AND (m.seq, m.lock_token) IN (
+                   SELECT * FROM unnest($2::bigint[], $3::uuid[]))
+               AND m.queue_id = $1 AND m.visible_at > now()
              RETURNING m.seq",
         )
-        .bind(queue.as_str())
+        .bind(s.id)
         .bind(&seqs)
         .bind(&tokens)
+        .bind(&distinct_tokens)
         .fetch_all(&self.relaxed)
         .await?;
         if done.len() == locks.len() {
@@ -571,10 +500,10 @@ impl Transport for PgTransport {
         let s = self.settings(queue).await?;
         let until: Option<DateTime<Utc>> = sqlx::query_scalar(
             "UPDATE offload.queue_messages SET visible_at = now() + $4 * interval '1 second'
-             WHERE queue = $1 AND seq = $2 AND lock_token = $3 AND visible_at > now()
+             WHERE lock_token = $3 AND seq = $2 AND queue_id = $1 AND visible_at > now()
              RETURNING visible_at",
         )
-        .bind(queue.as_str())
+        .bind(s.id)
         .bind(lock.sequence)
         .bind(lock.token)
         .bind(s.lock_secs)
@@ -591,12 +520,12 @@ impl Transport for PgTransport {
         after: Option<i64>,
         max: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        self.settings(queue).await?;
+        let s = self.settings(queue).await?;
         let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
             "SELECT {DEAD_LETTER_COLUMNS} FROM offload.queue_dead_letters
-             WHERE queue = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+             WHERE queue_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
         ))
-        .bind(queue.as_str())
+        .bind(s.id)
         .bind(after.unwrap_or(i64::MIN))
         .bind(max.clamp(1, 5_000) as i64)
         .fetch_all(&self.durable)
@@ -609,14 +538,14 @@ impl Transport for PgTransport {
         queue: &QueueName,
         max: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        self.settings(queue).await?;
+        let s = self.settings(queue).await?;
         let mut rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
             "DELETE FROM offload.queue_dead_letters WHERE seq IN (
-                 SELECT seq FROM offload.queue_dead_letters WHERE queue = $1
+                 SELECT seq FROM offload.queue_dead_letters WHERE queue_id = $1
                  ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING {DEAD_LETTER_COLUMNS}"
         ))
-        .bind(queue.as_str())
+        .bind(s.id)
         .bind(max.clamp(1, 5_000) as i64)
         .fetch_all(&self.durable)
         .await?;
@@ -629,21 +558,21 @@ impl Transport for PgTransport {
         queue: &QueueName,
         sequences: &[i64],
     ) -> Result<usize, QueueError> {
-        self.settings(queue).await?;
+        let s = self.settings(queue).await?;
         let n: i64 = sqlx::query_scalar(
             "WITH moved AS (
-                DELETE FROM offload.queue_dead_letters WHERE queue = $1 AND seq = ANY($2)
-                RETURNING seq, queue, message_id, body, properties, enqueued_at
+                DELETE FROM offload.queue_dead_letters WHERE queue_id = $1 AND seq = ANY($2)
+                RETURNING seq, queue_id, message_id, body, properties, enqueued_at
              ), back AS (
                 INSERT INTO offload.queue_messages
-                    (seq, queue, message_id, body, properties, enqueued_at, visible_at)
+                    (seq, queue_id, message_id, body, properties, enqueued_at, visible_at)
                 OVERRIDING SYSTEM VALUE
-                SELECT seq, queue, message_id, body, properties, enqueued_at, now() FROM moved
+                SELECT seq, queue_id, message_id, body, properties, enqueued_at, now() FROM moved
                 RETURNING 1
              )
              SELECT count(*) FROM back",
         )
-        .bind(queue.as_str())
+        .bind(s.id)
         .bind(sequences)
         .fetch_one(&self.durable)
         .await?;
@@ -654,15 +583,15 @@ impl Transport for PgTransport {
     }
 
     async fn depth(&self, queue: &QueueName) -> Result<QueueDepth, QueueError> {
-        self.settings(queue).await?;
+        let s = self.settings(queue).await?;
         let (active, locked, scheduled, dead): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE visible_at <= now() OR lock_token IS NOT NULL),
                     count(*) FILTER (WHERE visible_at > now() AND lock_token IS NOT NULL),
                     count(*) FILTER (WHERE visible_at > now() AND lock_token IS NULL),
-                    (SELECT count(*) FROM offload.queue_dead_letters WHERE queue = $1)
-             FROM offload.queue_messages WHERE queue = $1",
+                    (SELECT count(*) FROM offload.queue_dead_letters WHERE queue_id = $1)
+             FROM offload.queue_messages WHERE queue_id = $1",
         )
-        .bind(queue.as_str())
+        .bind(s.id)
         .fetch_one(&self.durable)
         .await?;
         Ok(QueueDepth {
