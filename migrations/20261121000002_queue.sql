@@ -47,7 +47,7 @@ CREATE TABLE offload.queue_messages (
 -- The receive path: oldest visible first within one queue.
 CREATE INDEX queue_messages_receive ON offload.queue_messages (queue_id, visible_at, seq);
 -- The settle path: complete, abandon, dead-letter and renew present (seq, lock token).
-CREATE INDEX queue_messages_lock ON offload.queue_messages (lock_token) WHERE lock_token IS NOT NULL;
+CREATE INDEX queue_messages_lock ON offload.queue_messages (lock_token, seq) WHERE lock_token IS NOT NULL;
 
 -- Duplicate detection history: a message id is remembered for the queue's
 -- window whether or not the message has since been completed (as in Service

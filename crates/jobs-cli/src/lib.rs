@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use jobs_core::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "offload", version, about = "Offload: heavy data work, off your web app")]
+#[command(
+    name = "offload",
+    version,
+    about = "Offload: heavy data work, off your web app"
+)]
 pub struct Cli {
     /// TOML configuration file (defaults < this file < OFFLOAD__* environment variables).
     #[arg(long, global = true, value_name = "FILE")]
@@ -33,11 +37,17 @@ pub async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Migrate => {
             let created = jobs_core::db::ensure_database(&cfg.database).await?;
             let pool = jobs_core::db::connect(&cfg.database).await?;
-            jobs_core::db::migrate(&pool).await.context("migrating the database")?;
+            jobs_core::db::migrate(&pool)
+                .await
+                .context("migrating the database")?;
             let applied = jobs_core::db::MIGRATOR.iter().count();
             println!(
                 "{} database; {applied} migrations applied",
-                if created { "created the" } else { "using the existing" }
+                if created {
+                    "created the"
+                } else {
+                    "using the existing"
+                }
             );
             Ok(())
         }

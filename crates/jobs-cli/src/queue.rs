@@ -42,8 +42,15 @@ pub async fn run(cmd: QueueCommand, cfg: &Config) -> anyhow::Result<()> {
                 d.active, d.locked, d.scheduled, d.dead_lettered
             );
         }
-        QueueCommand::DeadLetters { queue, after, limit } => {
-            for d in transport.peek_dead_letters(&name(&queue)?, after, limit).await? {
+        QueueCommand::DeadLetters {
+            queue,
+            after,
+            limit,
+        } => {
+            for d in transport
+                .peek_dead_letters(&name(&queue)?, after, limit)
+                .await?
+            {
                 let line = serde_json::json!({
                     "sequence": d.sequence,
                     "message_id": d.message_id,
@@ -58,7 +65,9 @@ pub async fn run(cmd: QueueCommand, cfg: &Config) -> anyhow::Result<()> {
             }
         }
         QueueCommand::Resubmit { queue, sequences } => {
-            let n = transport.resubmit_dead_letters(&name(&queue)?, &sequences).await?;
+            let n = transport
+                .resubmit_dead_letters(&name(&queue)?, &sequences)
+                .await?;
             println!("resubmitted {n} of {} dead letters", sequences.len());
         }
     }

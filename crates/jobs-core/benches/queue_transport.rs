@@ -31,11 +31,19 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { messages: 1_000_000, only: None };
+    let mut a = Args {
+        messages: 1_000_000,
+        only: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--messages" => a.messages = it.next().and_then(|v| v.parse().ok()).expect("--messages N"),
+            "--messages" => {
+                a.messages = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--messages N")
+            }
             "--only" => a.only = it.next(),
             "--bench" => {}
             other => panic!("unknown argument {other:?}"),
@@ -56,7 +64,9 @@ fn body(i: u64) -> Vec<u8> {
 }
 
 fn batch(from: u64, n: u64) -> Vec<OutgoingMessage> {
-    (from..from + n).map(|i| OutgoingMessage::new(format!("msg-{i}"), body(i))).collect()
+    (from..from + n)
+        .map(|i| OutgoingMessage::new(format!("msg-{i}"), body(i)))
+        .collect()
 }
 
 struct Bench {
@@ -74,7 +84,11 @@ impl Bench {
                 name: q.clone(),
                 lock_duration: Duration::from_secs(300),
                 max_delivery_count: 10,
-                dedupe_window: if dedupe { Duration::from_secs(600) } else { Duration::ZERO },
+                dedupe_window: if dedupe {
+                    Duration::from_secs(600)
+                } else {
+                    Duration::ZERO
+                },
             })
             .await
             .unwrap();
@@ -83,10 +97,15 @@ impl Bench {
 
     async fn reset(&self) {
         self.pool
-            .execute("TRUNCATE offload.queue_messages, offload.queue_dedupe, offload.queue_dead_letters")
+            .execute(
+                "TRUNCATE offload.queue_messages, offload.queue_dedupe, offload.queue_dead_letters",
+            )
             .await
             .unwrap();
-        self.pool.execute("VACUUM ANALYZE offload.queue_messages").await.unwrap();
+        self.pool
+            .execute("VACUUM ANALYZE offload.queue_messages")
+            .await
+            .unwrap();
     }
 
     /// Sends `n` messages in batches of 100 from `senders` concurrent senders.
@@ -102,7 +121,10 @@ impl Bench {
                     if from >= n {
                         return;
                     }
-                    let r = t.send(&q, &batch(from, BATCH.min((n - from) as usize) as u64)).await.unwrap();
+                    let r = t
+                        .send(&q, &batch(from, BATCH.min((n - from) as usize) as u64))
+                        .await
+                        .unwrap();
                     assert_eq!(r.duplicates, 0);
                 }
             });
@@ -170,7 +192,7 @@ fn group(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -185,9 +207,17 @@ fn mb(b: i64) -> String {
 async fn bench_db() -> PgPool {
     let cfg = Config::load(None).unwrap();
     let server: PgConnectOptions = cfg.database.url.expose_secret().parse().unwrap();
-    let mut admin = PgConnection::connect_with(&server.clone().database("postgres")).await.unwrap();
-    admin.execute("DROP DATABASE IF EXISTS offload_bench WITH (FORCE)").await.unwrap();
-    admin.execute("CREATE DATABASE offload_bench").await.unwrap();
+    let mut admin = PgConnection::connect_with(&server.clone().database("postgres"))
+        .await
+        .unwrap();
+    admin
+        .execute("DROP DATABASE IF EXISTS offload_bench WITH (FORCE)")
+        .await
+        .unwrap();
+    admin
+        .execute("CREATE DATABASE offload_bench")
+        .await
+        .unwrap();
     let pool = PgPoolOptions::new()
         .max_connections(40)
         .connect_with(server.database("offload_bench"))
@@ -214,7 +244,12 @@ async fn main() {
         maintenance_interval: Duration::from_secs(30),
     };
     let transport = Arc::new(PgTransport::start(pool.clone(), options).await.unwrap());
-    let mut b = Bench { transport, pool, n: args.messages, rows: Vec::new() };
+    let mut b = Bench {
+        transport,
+        pool,
+        n: args.messages,
+        rows: Vec::new(),
+    };
     let run = |s: &str| args.only.as_deref().is_none_or(|o| o == s);
     let n = b.n;
 
@@ -227,7 +262,11 @@ async fn main() {
             b.reset().await;
             let q = b.queue(&format!("send{senders}{dedupe}"), dedupe).await;
             let took = b.send(&q, senders, n).await;
-            let note = if dedupe { "batches of 100, dedupe on" } else { "batches of 100, dedupe off" };
+            let note = if dedupe {
+                "batches of 100, dedupe on"
+            } else {
+                "batches of 100, dedupe off"
+            };
             b.row("send", senders as usize, n, took, note);
         }
     }
@@ -245,7 +284,13 @@ async fn main() {
             } else {
                 "receive 100 + complete 100"
             };
-            b.row(what, consumers, n, took, "queue pre-filled with all messages");
+            b.row(
+                what,
+                consumers,
+                n,
+                took,
+                "queue pre-filled with all messages",
+            );
             let depth = b.transport.depth(&q).await.unwrap();
             assert_eq!(depth.active, 0, "messages left behind");
         }
@@ -309,17 +354,37 @@ async fn main() {
         consumers.join_all().await;
         let took = start.elapsed();
         let after = b.sizes().await;
-        b.row("sustained flow: send 100 + receive 50/complete 50", 4, n, took, "backlog ≤ 20,000");
+        b.row(
+            "sustained flow: send 100 + receive 50/complete 50",
+            4,
+            n,
+            took,
+            "backlog ≤ 20,000",
+        );
         println!();
         println!("Hot table (queue_messages) size during the sustained flow:");
         println!("| point | table | indexes |");
         println!("|---|---:|---:|");
         println!("| before | {} | {} |", mb(before.0), mb(before.1));
         for (at, s) in &samples {
-            println!("| after {} messages | {} | {} |", group(*at), mb(s.0), mb(s.1));
+            println!(
+                "| after {} messages | {} | {} |",
+                group(*at),
+                mb(s.0),
+                mb(s.1)
+            );
         }
-        println!("| after all {} | {} | {} |", group(n), mb(after.0), mb(after.1));
-        println!("| largest sample | {} | {} |", mb(max_size.0), mb(max_size.1));
+        println!(
+            "| after all {} | {} | {} |",
+            group(n),
+            mb(after.0),
+            mb(after.1)
+        );
+        println!(
+            "| largest sample | {} | {} |",
+            mb(max_size.0),
+            mb(max_size.1)
+        );
     }
     println!();
     println!("Full table:");

@@ -56,9 +56,14 @@ pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<bool, DbError> {
     let options = connect_options(cfg)?;
     let name = options.get_database().unwrap_or("postgres").to_owned();
     let (host, port) = (options.get_host().to_owned(), options.get_port());
-    let unreachable = |source| DbError::Unreachable { host: host.clone(), port, source };
-    let mut admin =
-        PgConnection::connect_with(&options.clone().database("postgres")).await.map_err(unreachable)?;
+    let unreachable = |source| DbError::Unreachable {
+        host: host.clone(),
+        port,
+        source,
+    };
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .map_err(unreachable)?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)

@@ -112,7 +112,8 @@ impl<'a> Columns<'a> {
             }
             c.ids.push(&m.message_id);
             c.bodies.push(&m.body);
-            c.props.push((!m.properties.is_empty()).then_some(Json(&m.properties)));
+            c.props
+                .push((!m.properties.is_empty()).then_some(Json(&m.properties)));
             c.at.push(m.scheduled_at);
         }
         c
@@ -185,6 +186,9 @@ impl PgTransport {
         } else {
             cols.run(conn, SEND_DEDUPE_UPSERT, queue, s).await?
         };
-        Ok(SendReport { accepted, duplicates: messages.len() - accepted })
+        Ok(SendReport {
+            accepted,
+            duplicates: messages.len() - accepted,
+        })
     }
 }
