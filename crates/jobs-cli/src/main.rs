@@ -1,5 +1,6 @@
 //! `offload`: the developer tool. Parses the command line, loads the configuration, sets up
-//! telemetry and hands over to [`jobs_cli::run`].
+//! telemetry (before the runtime: see `jobs_core::telemetry::init`), then runs the command
+//! on a Tokio runtime.
 
 use std::process::ExitCode;
 
@@ -7,8 +8,7 @@ use clap::Parser;
 use jobs_cli::Cli;
 use jobs_core::Config;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(cfg) => cfg,
@@ -24,7 +24,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match jobs_cli::run(cli.command, cfg).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("offload: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(jobs_cli::run(cli.command, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("offload: {e:#}");

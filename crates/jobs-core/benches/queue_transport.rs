@@ -238,11 +238,8 @@ async fn main() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    let options = PgTransportOptions {
-        listen_notify: true,
-        poll_interval: Duration::from_millis(500),
-        maintenance_interval: Duration::from_secs(30),
-    };
+    // The transport as a service runs it: default options, maintenance included.
+    let options = PgTransportOptions::from_config(&Config::load(None).unwrap().queue);
     let transport = Arc::new(PgTransport::start(pool.clone(), options).await.unwrap());
     let mut b = Bench {
         transport,

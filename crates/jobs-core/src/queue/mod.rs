@@ -27,7 +27,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use postgres::{PgTransport, PgTransportOptions};
+pub use postgres::{PgTransport, PgTransportOptions, purge_expired_dedupe, vacuum_if_needed};
 
 /// Largest message body accepted, as Service Bus's standard tier.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

@@ -1,5 +1,7 @@
 //! Work items: recording a plan, counting attempts, and completing items exactly once.
 
+use sqlx::PgConnection;
+
 use super::jobs::transition_on;
 use super::{JobStore, Progress, StoreError, to_u32};
 use crate::id::JobId;
@@ -7,10 +9,22 @@ use crate::kind::WorkKind;
 use crate::status::JobStatus;
 
 /// One item of a plan, as recorded before its message is sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlannedItem {
     pub seq: u32,
     pub kind: WorkKind,
+    /// The unit of work (a key range, a byte range): metadata only.
+    pub payload: serde_json::Value,
+}
+
+/// A recorded item with its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRecord {
+    pub item: PlannedItem,
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub output: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,16 +34,23 @@ pub enum PlanOutcome {
     /// The plan was recorded but has no items: the job went straight on to `finalizing`
     /// and the caller must finalize it.
     StartedEmpty,
-    /// The job had left `planning` already (a redelivered request re-planned it, or it was
-    /// cancelled): nothing was changed. The caller may still re-send the item messages.
+    /// The job had left `planning` already (a redelivered request, or a cancellation):
+    /// nothing was changed. A running job's recorded items may be re-sent.
     NotPlanning(JobStatus),
 }
 
 /// How one work item ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ItemOutcome {
-    Done,
-    Failed { reason: String },
+    /// Processed; `output` describes what was produced (read by finalization).
+    Done {
+        output: serde_json::Value,
+    },
+    Failed {
+        reason: String,
+    },
+    /// Not processed because the job was cancelled.
+    Skipped,
 }
 
 /// What completing an item did.
@@ -37,11 +58,42 @@ pub enum ItemOutcome {
 pub struct Completion {
     /// False when the item had already been completed (a redelivery): nothing changed.
     pub counted: bool,
-    /// Set for exactly one caller per job: the one whose completion made
-    /// `done + failed == total`. It names the status that completion moved the job to
-    /// (`finalizing`, or `cancelled` for a job being cancelled).
+    /// Set for exactly one caller per job: the one whose completion gave every item an
+    /// outcome. It names the status that completion moved the job to (`finalizing`, or
+    /// `cancelled` for a job being cancelled).
     pub finished_job: Option<JobStatus>,
+    /// The job's status after this call, so that a redelivered completion can repeat a
+    /// follow-up step (sending the finalize message) that a crash may have cut short.
+    pub job_status: JobStatus,
     pub progress: Progress,
+}
+
+#[derive(sqlx::FromRow)]
+struct CountersRow {
+    status: String,
+    total: Option<i32>,
+    done: i32,
+    failed: i32,
+    skipped: i32,
+}
+
+impl CountersRow {
+    fn parse(self, job_id: JobId) -> Result<(JobStatus, Progress), StoreError> {
+        let status = self
+            .status
+            .parse()
+            .map_err(|e: crate::status::UnknownStatus| StoreError::Corrupt {
+                job_id,
+                problem: e.to_string(),
+            })?;
+        let progress = Progress {
+            total: self.total.map(|t| to_u32(job_id, "total", t)).transpose()?,
+            done: to_u32(job_id, "done", self.done)?,
+            failed: to_u32(job_id, "failed", self.failed)?,
+            skipped: to_u32(job_id, "skipped", self.skipped)?,
+        };
+        Ok((status, progress))
+    }
 }
 
 impl JobStore {
@@ -49,9 +101,9 @@ impl JobStore {
     /// in one transaction.
     ///
     /// Items are recorded *before* their messages are sent, so no item can complete while
-    /// `total` is unknown and the last completion always sees the final total. Re-planning
-    /// after a crash inserts nothing new (`ON CONFLICT DO NOTHING`) and reports
-    /// [`PlanOutcome::NotPlanning`].
+    /// `total` is unknown and the last completion always sees the final total. A
+    /// redelivered request finds the job past `planning` and changes nothing
+    /// ([`PlanOutcome::NotPlanning`]); it re-sends the recorded items ([`JobStore::items`]).
     pub async fn record_plan(
         &self,
         job_id: JobId,
@@ -79,14 +131,17 @@ impl JobStore {
         })?;
         let seqs: Vec<i32> = items.iter().map(|i| i.seq as i32).collect();
         let kinds: Vec<&str> = items.iter().map(|i| i.kind.as_str()).collect();
+        let payloads: Vec<&serde_json::Value> = items.iter().map(|i| &i.payload).collect();
         sqlx::query(
-            "INSERT INTO offload.work_items (job_id, seq, kind)
-             SELECT $1, seq, kind FROM unnest($2::int[], $3::text[]) AS t(seq, kind)
+            "INSERT INTO offload.work_items (job_id, seq, kind, payload)
+             SELECT $1, seq, kind, payload
+             FROM unnest($2::int[], $3::text[], $4::jsonb[]) AS t(seq, kind, payload)
              ON CONFLICT (job_id, seq) DO NOTHING",
         )
         .bind(job_id.as_uuid())
         .bind(&seqs)
         .bind(&kinds)
+        .bind(&payloads)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE offload.jobs SET total = $2 WHERE id = $1")
@@ -103,6 +158,43 @@ impl JobStore {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// The recorded items of a job, in sequence order.
+    pub async fn items(&self, job_id: JobId) -> Result<Vec<ItemRecord>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            seq: i32,
+            kind: String,
+            payload: serde_json::Value,
+            status: String,
+            attempts: i32,
+            last_error: Option<String>,
+            output: Option<serde_json::Value>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, kind, payload, status, attempts, last_error, output
+             FROM offload.work_items WHERE job_id = $1 ORDER BY seq",
+        )
+        .bind(job_id.as_uuid())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let corrupt = |problem: String| StoreError::Corrupt { job_id, problem };
+                Ok(ItemRecord {
+                    item: PlannedItem {
+                        seq: to_u32(job_id, "seq", r.seq)?,
+                        kind: WorkKind::parse(&r.kind).map_err(|e| corrupt(e.to_string()))?,
+                        payload: r.payload,
+                    },
+                    status: r.status,
+                    attempts: to_u32(job_id, "attempts", r.attempts)?,
+                    last_error: r.last_error,
+                    output: r.output,
+                })
+            })
+            .collect()
     }
 
     /// Counts one more attempt at a pending item and remembers its last error.
@@ -130,7 +222,7 @@ impl JobStore {
     /// matches, a redelivered one changes nothing and returns `counted: false`; (2) the
     /// job's counter is bumped, which takes the job row's lock, so concurrent completers
     /// are serialized there and each sees the counts of all earlier ones; (3) the one
-    /// completer that sees `done + failed == total` moves the job on while still holding
+    /// completer that sees every item accounted for moves the job on while still holding
     /// the lock. Counters only grow, so exactly one transaction can observe the sum reach
     /// the total.
     pub async fn complete_item(
@@ -139,20 +231,23 @@ impl JobStore {
         seq: u32,
         outcome: &ItemOutcome,
     ) -> Result<Completion, StoreError> {
-        let (status, reason) = match outcome {
-            ItemOutcome::Done => ("done", None),
-            ItemOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
+        let (status, reason, output) = match outcome {
+            ItemOutcome::Done { output } => ("done", None, Some(output)),
+            ItemOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None),
+            ItemOutcome::Skipped => ("skipped", None, None),
         };
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE offload.work_items
-             SET status = $3, last_error = coalesce($4, last_error), finished_at = now()
+             SET status = $3, last_error = coalesce($4, last_error), output = $5,
+                 finished_at = now()
              WHERE job_id = $1 AND seq = $2 AND status = 'pending'",
         )
         .bind(job_id.as_uuid())
         .bind(seq as i32)
         .bind(status)
         .bind(reason)
+        .bind(output)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -168,36 +263,22 @@ impl JobStore {
             if !exists {
                 return Err(StoreError::UnknownItem { job_id, seq });
             }
-            let progress = self.progress_on(&mut tx, job_id).await?;
+            let (job_status, progress) = counters(&mut tx, job_id, None).await?;
             tx.commit().await?;
             return Ok(Completion {
                 counted: false,
                 finished_job: None,
+                job_status,
                 progress,
             });
         }
 
-        let (done_inc, failed_inc) = if status == "done" { (1, 0) } else { (0, 1) };
-        let (job_status, total, done, failed): (String, Option<i32>, i32, i32) = sqlx::query_as(
-            "UPDATE offload.jobs SET done = done + $2, failed = failed + $3, updated_at = now()
-             WHERE id = $1 RETURNING status, total, done, failed",
-        )
-        .bind(job_id.as_uuid())
-        .bind(done_inc)
-        .bind(failed_inc)
-        .fetch_one(&mut *tx)
-        .await?;
-        let progress = Progress {
-            total: total.map(|t| to_u32(job_id, "total", t)).transpose()?,
-            done: to_u32(job_id, "done", done)?,
-            failed: to_u32(job_id, "failed", failed)?,
-        };
-
+        let (mut job_status, progress) = counters(&mut tx, job_id, Some(status)).await?;
         let mut finished_job = None;
-        if total == Some(done + failed) {
-            let next = match job_status.as_str() {
-                "running" => Some(JobStatus::Finalizing),
-                "cancelling" => Some(JobStatus::Cancelled),
+        if progress.is_complete() {
+            let next = match job_status {
+                JobStatus::Running => Some(JobStatus::Finalizing),
+                JobStatus::Cancelling => Some(JobStatus::Cancelled),
                 _ => None,
             };
             if let Some(next) = next
@@ -206,30 +287,49 @@ impl JobStore {
                     .is_some()
             {
                 finished_job = Some(next);
+                job_status = next;
             }
         }
         tx.commit().await?;
         Ok(Completion {
             counted: true,
             finished_job,
+            job_status,
             progress,
         })
     }
+}
 
-    async fn progress_on(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        job_id: JobId,
-    ) -> Result<Progress, StoreError> {
-        let (total, done, failed): (Option<i32>, i32, i32) =
-            sqlx::query_as("SELECT total, done, failed FROM offload.jobs WHERE id = $1")
-                .bind(job_id.as_uuid())
-                .fetch_one(conn)
-                .await?;
-        Ok(Progress {
-            total: total.map(|t| to_u32(job_id, "total", t)).transpose()?,
-            done: to_u32(job_id, "done", done)?,
-            failed: to_u32(job_id, "failed", failed)?,
-        })
-    }
+/// Reads the job's counters, first bumping the one named by `bump` (which takes the row
+/// lock that serializes completers).
+async fn counters(
+    conn: &mut PgConnection,
+    job_id: JobId,
+    bump: Option<&str>,
+) -> Result<(JobStatus, Progress), StoreError> {
+    let row: CountersRow = match bump {
+        Some(column) => {
+            sqlx::query_as(
+                "UPDATE offload.jobs SET
+                    done = done + (CASE WHEN $2 = 'done' THEN 1 ELSE 0 END),
+                    failed = failed + (CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END),
+                    skipped = skipped + (CASE WHEN $2 = 'skipped' THEN 1 ELSE 0 END),
+                    updated_at = now()
+                 WHERE id = $1 RETURNING status, total, done, failed, skipped",
+            )
+            .bind(job_id.as_uuid())
+            .bind(column)
+            .fetch_one(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT status, total, done, failed, skipped FROM offload.jobs WHERE id = $1",
+            )
+            .bind(job_id.as_uuid())
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
+    row.parse(job_id)
 }

@@ -11,7 +11,7 @@ use crate::status::JobStatus;
 
 /// The columns every job query returns, in [`JobRow`] order.
 pub(super) const JOB_COLUMNS: &str = "id, tenant_id, kind, status, params, idempotency_key, \
-     total, done, failed, result, error, created_at, started_at, finished_at, updated_at";
+     total, done, failed, skipped, result, error, created_at, started_at, finished_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct JobRow {
@@ -24,6 +24,7 @@ pub(super) struct JobRow {
     total: Option<i32>,
     done: i32,
     failed: i32,
+    skipped: i32,
     result: Option<serde_json::Value>,
     error: Option<String>,
     created_at: DateTime<Utc>,
@@ -55,6 +56,7 @@ impl TryFrom<JobRow> for Job {
                 total: r.total.map(|t| to_u32(id, "total", t)).transpose()?,
                 done: to_u32(id, "done", r.done)?,
                 failed: to_u32(id, "failed", r.failed)?,
+                skipped: to_u32(id, "skipped", r.skipped)?,
             },
             result: r.result,
             error: r.error,

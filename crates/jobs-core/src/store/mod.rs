@@ -17,7 +17,7 @@ use crate::id::{JobId, TenantId};
 use crate::kind::JobKind;
 use crate::status::JobStatus;
 
-pub use items::{Completion, ItemOutcome, PlanOutcome, PlannedItem};
+pub use items::{Completion, ItemOutcome, ItemRecord, PlanOutcome, PlannedItem};
 pub use jobs::{CreateOutcome, JobFilter, JobPage, ListCursor};
 
 /// Handle on the job-status tables. Cheap to clone (it holds the pool).
@@ -56,6 +56,15 @@ pub struct Progress {
     pub total: Option<u32>,
     pub done: u32,
     pub failed: u32,
+    /// Items not processed because the job was cancelled.
+    pub skipped: u32,
+}
+
+impl Progress {
+    /// Every planned item has an outcome.
+    pub fn is_complete(&self) -> bool {
+        self.total == Some(self.done + self.failed + self.skipped)
+    }
 }
 
 /// A job as stored.

@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod queue_contract;
+mod queue_postgres;
 mod store;
 mod support;

@@ -42,6 +42,7 @@ async fn running_job(store: &JobStore, items: u32) -> JobId {
         .map(|seq| PlannedItem {
             seq,
             kind: WorkKind::parse("export.chunk").unwrap(),
+            payload: json!({ "from": seq * 10, "to": seq * 10 + 10 }),
         })
         .collect();
     assert_eq!(
@@ -245,13 +246,20 @@ async fn a_plan_is_recorded_once_and_an_empty_plan_finalizes() {
     // A redelivered plan request changes nothing.
     let plan = [PlannedItem {
         seq: 0,
-        kind: WorkKind::parse("export.chunk").unwrap(),
+        kind: WorkKind::parse("export.other").unwrap(),
+        payload: json!({ "changed": true }),
     }];
     assert_eq!(
         store.record_plan(id, &plan).await.unwrap(),
         PlanOutcome::NotPlanning(JobStatus::Running)
     );
     assert_eq!(store.get_any(id).await.unwrap().progress.total, Some(3));
+    // The recorded plan is what a re-send uses: unchanged by the second request.
+    let items = store.items(id).await.unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0].item.kind.as_str(), "export.chunk");
+    assert_eq!(items[2].item.payload, json!({ "from": 20, "to": 30 }));
+    assert!(items.iter().all(|i| i.status == "pending"));
 
     let empty = store
         .create(&new_job(&tenant("acme"), None, json!({})))
@@ -280,15 +288,28 @@ async fn completing_an_item_twice_counts_once() {
     let store = JobStore::new(db.pool.clone());
     let id = running_job(&store, 2).await;
     let c = store
-        .complete_item(id, 0, &ItemOutcome::Done)
+        .complete_item(
+            id,
+            0,
+            &ItemOutcome::Done {
+                output: json!({"rows": 1}),
+            },
+        )
         .await
         .unwrap();
     assert!(c.counted && c.finished_job.is_none());
     let c = store
-        .complete_item(id, 0, &ItemOutcome::Done)
+        .complete_item(
+            id,
+            0,
+            &ItemOutcome::Done {
+                output: json!({"rows": 1}),
+            },
+        )
         .await
         .unwrap();
     assert!(!c.counted);
+    assert_eq!(c.job_status, JobStatus::Running);
     assert_eq!((c.progress.done, c.progress.failed), (1, 0));
     store.record_attempt(id, 1, "timeout").await.unwrap();
     let c = store
@@ -302,12 +323,36 @@ async fn completing_an_item_twice_counts_once() {
         .await
         .unwrap();
     assert_eq!(c.finished_job, Some(JobStatus::Finalizing));
+    assert_eq!(c.job_status, JobStatus::Finalizing);
     assert_eq!(
         (c.progress.done, c.progress.failed, c.progress.total),
         (1, 1, Some(2))
     );
+    // A redelivered completion after the job moved on still reports where the job is.
+    let again = store
+        .complete_item(
+            id,
+            1,
+            &ItemOutcome::Failed {
+                reason: "again".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!again.counted && again.finished_job.is_none());
+    assert_eq!(again.job_status, JobStatus::Finalizing);
+    let items = store.items(id).await.unwrap();
+    assert_eq!(items[0].output, Some(json!({"rows": 1})));
+    assert_eq!((items[1].status.as_str(), items[1].attempts), ("failed", 1));
+    assert_eq!(items[1].last_error.as_deref(), Some("source said 404"));
     let err = store
-        .complete_item(id, 9, &ItemOutcome::Done)
+        .complete_item(
+            id,
+            9,
+            &ItemOutcome::Done {
+                output: json!({"rows": 1}),
+            },
+        )
         .await
         .unwrap_err();
     assert!(
@@ -337,7 +382,9 @@ async fn many_concurrent_completers_finish_the_job_exactly_once() {
                         reason: "bad".into(),
                     }
                 } else {
-                    ItemOutcome::Done
+                    ItemOutcome::Done {
+                        output: json!({ "rows": seq }),
+                    }
                 };
                 let r = store.complete_item(id, seq, &outcome).await.unwrap();
                 counted += r.counted as u32;
@@ -376,20 +423,24 @@ async fn a_cancelling_job_is_cancelled_by_its_last_completion() {
         .unwrap()
         .unwrap();
     store
-        .complete_item(id, 0, &ItemOutcome::Done)
-        .await
-        .unwrap();
-    let c = store
         .complete_item(
             id,
-            1,
-            &ItemOutcome::Failed {
-                reason: "cancelled".into(),
+            0,
+            &ItemOutcome::Done {
+                output: json!({"rows": 1}),
             },
         )
         .await
         .unwrap();
+    let c = store
+        .complete_item(id, 1, &ItemOutcome::Skipped)
+        .await
+        .unwrap();
     assert_eq!(c.finished_job, Some(JobStatus::Cancelled));
+    assert_eq!(
+        (c.progress.done, c.progress.failed, c.progress.skipped),
+        (1, 0, 1)
+    );
     let job = store.get_any(id).await.unwrap();
     assert_eq!(job.status, JobStatus::Cancelled);
     assert!(job.finished_at.is_some());

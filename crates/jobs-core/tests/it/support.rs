@@ -108,6 +108,7 @@ impl TestDb {
             listen_notify,
             poll_interval: Duration::from_millis(50),
             maintenance_interval: Duration::from_secs(3600),
+            vacuum_dead_rows: 0,
         };
         Arc::new(PgTransport::start(self.pool.clone(), opts).await.unwrap())
     }

@@ -39,6 +39,7 @@
 //! processing (the job store's item completion) is committed durably *before* the message is
 //! completed. The gain is large: the per-message path is bound by WAL flushes otherwise.
 
+mod maintenance;
 mod receive;
 mod send;
 mod wake;
@@ -55,7 +56,7 @@ use sqlx::types::Json;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
-pub use wake::purge_expired_dedupe;
+pub use maintenance::{purge_expired_dedupe, vacuum_if_needed};
 use wake::{CHANNEL, Wakers};
 
 use super::{
@@ -70,8 +71,10 @@ pub struct PgTransportOptions {
     pub listen_notify: bool,
     /// How often a waiting receiver looks again without a notification.
     pub poll_interval: Duration,
-    /// How often expired duplicate-detection history is purged.
+    /// How often the maintenance task looks at the queue tables.
     pub maintenance_interval: Duration,
+    /// Vacuum a queue table once it holds this many dead rows (0: leave it to autovacuum).
+    pub vacuum_dead_rows: i64,
 }
 
 impl PgTransportOptions {
@@ -80,6 +83,7 @@ impl PgTransportOptions {
             listen_notify: cfg.listen_notify,
             poll_interval: cfg.poll_interval(),
             maintenance_interval: cfg.maintenance_interval(),
+            vacuum_dead_rows: cfg.vacuum_dead_rows as i64,
         }
     }
 }
@@ -135,7 +139,11 @@ impl PgTransport {
         if options.listen_notify {
             wake::spawn_listener(&pool, wakers.clone(), stop.clone()).await?;
         }
-        wake::spawn_maintenance(pool.clone(), options.maintenance_interval, stop.clone());
+        let m = maintenance::Maintenance {
+            interval: options.maintenance_interval,
+            vacuum_dead_rows: options.vacuum_dead_rows,
+        };
+        maintenance::spawn(pool.clone(), m, stop.clone());
         Ok(Self {
             durable: pool,
             relaxed,

@@ -1,5 +1,4 @@
-//! Waking idle consumers: `LISTEN/NOTIFY` with polling as the fallback, plus periodic
-//! maintenance (purging expired duplicate-detection history).
+//! Waking idle consumers: `LISTEN/NOTIFY` with polling as the fallback.
 //!
 //! Every statement that makes messages receivable now runs `pg_notify('offload_queue',
 //! <queue>)`; one listener connection per process turns notifications into wake-ups of that
@@ -78,54 +77,4 @@ pub(super) async fn spawn_listener(
         }
     });
     Ok(())
-}
-
-/// Spawns the maintenance loop: every `interval`, purge expired duplicate-detection history
-/// in bounded batches. An advisory lock keeps concurrent processes from doing it twice.
-pub(super) fn spawn_maintenance(pool: PgPool, interval: Duration, stop: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match purge_expired_dedupe(&pool).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(purged = n, "purged expired duplicate-detection history"),
-                Err(e) => tracing::warn!(error = %e, "purging duplicate-detection history failed"),
-            }
-        }
-    });
-}
-
-/// Deletes expired duplicate-detection rows, 5,000 at a time; returns how many.
-pub async fn purge_expired_dedupe(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    const BATCH: i64 = 5_000;
-    let mut purged = 0;
-    loop {
-        let mut tx = pool.begin().await?;
-        let got: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock(hashtext('offload.queue_dedupe.purge'))",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if !got {
-            return Ok(purged);
-        }
-        let n = sqlx::query(
-            "DELETE FROM offload.queue_dedupe WHERE ctid = ANY(ARRAY(
-                 SELECT ctid FROM offload.queue_dedupe WHERE expires_at <= now() LIMIT $1))",
-        )
-        .bind(BATCH)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        purged += n;
-        if n < BATCH as u64 {
-            return Ok(purged);
-        }
-    }
 }

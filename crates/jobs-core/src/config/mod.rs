@@ -5,6 +5,8 @@
 //! levels. The result is validated before any service starts, and every error names the key
 //! at fault. This is the only module that reads the environment.
 
+mod services;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,7 +16,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The embedded defaults, also the reference documentation of every key.
-pub const DEFAULTS: &str = include_str!("config/defaults.toml");
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+pub use services::{
+    ApiConfig, AuthConfig, BlobBackend, BlobConfig, DatasetConfig, Datasets, DownloadConfig,
+    ExportConfig, NotifierConfig, WorkerConfig, is_identifier, is_table_name,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +29,14 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub queue: QueueConfig,
     pub telemetry: TelemetryConfig,
+    pub api: ApiConfig,
+    pub auth: AuthConfig,
+    pub blob: BlobConfig,
+    pub download: DownloadConfig,
+    pub export: ExportConfig,
+    pub worker: WorkerConfig,
+    pub notifier: NotifierConfig,
+    pub datasets: Datasets,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,7 +62,8 @@ pub struct QueueConfig {
     pub lock_duration_secs: u64,
     pub max_delivery_count: u32,
     pub dedupe_window_secs: u64,
-    pub maintenance_interval_secs: u64,
+    pub maintenance_interval_ms: u64,
+    pub vacuum_dead_rows: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -140,8 +156,11 @@ impl Config {
                 "must be at most 604800 (7 days)",
             );
         }
-        if self.queue.maintenance_interval_secs == 0 {
-            return invalid("queue.maintenance_interval_secs", "must be at least 1");
+        if !(100..=600_000).contains(&self.queue.maintenance_interval_ms) {
+            return invalid(
+                "queue.maintenance_interval_ms",
+                "must be between 100 and 600000",
+            );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
             return invalid(
@@ -149,12 +168,113 @@ impl Config {
                 &format!("is not a valid filter: {e}"),
             );
         }
+        self.validate_services()?;
         let otlp = &self.telemetry.otlp_endpoint;
         if !(otlp.is_empty() || otlp.starts_with("http://") || otlp.starts_with("https://")) {
             return invalid(
                 "telemetry.otlp_endpoint",
                 "must be empty or an http(s):// URL",
             );
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_services(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &'static str, problem: String| Err(ConfigError::Invalid { key, problem });
+        if self.api.max_body_bytes < 1024 {
+            return invalid("api.max_body_bytes", "must be at least 1024".into());
+        }
+        if crate::id::TenantId::parse(&self.auth.dev_tenant).is_err() {
+            return invalid(
+                "auth.dev_tenant",
+                "must be a valid tenant id (a-z, 0-9, '-', '_')".into(),
+            );
+        }
+        let secret = self.auth.dev_webhook_secret.expose_secret();
+        if !secret.is_empty() && !secret.starts_with("whsec_") {
+            return invalid(
+                "auth.dev_webhook_secret",
+                "must be empty or start with whsec_".into(),
+            );
+        }
+        let key = self.download.signing_key.expose_secret();
+        if !key.is_empty() && key.len() < 32 {
+            return invalid(
+                "download.signing_key",
+                "must be empty or at least 32 characters".into(),
+            );
+        }
+        if !(10..=86_400).contains(&self.download.link_ttl_secs) {
+            return invalid(
+                "download.link_ttl_secs",
+                "must be between 10 and 86400".into(),
+            );
+        }
+        let e = &self.export;
+        if e.min_chunk_rows == 0 || e.min_chunk_rows > e.max_chunk_rows {
+            return invalid(
+                "export.min_chunk_rows",
+                "must be at least 1 and at most export.max_chunk_rows".into(),
+            );
+        }
+        if !(e.min_chunk_rows..=e.max_chunk_rows).contains(&e.default_chunk_rows) {
+            return invalid(
+                "export.default_chunk_rows",
+                "must lie between the min and max chunk rows".into(),
+            );
+        }
+        if !(1..=256).contains(&self.worker.concurrency) {
+            return invalid("worker.concurrency", "must be between 1 and 256".into());
+        }
+        if self.worker.retry_base_ms == 0 || self.worker.retry_cap_secs == 0 {
+            return invalid(
+                "worker.retry_base_ms",
+                "retry base and cap must be positive".into(),
+            );
+        }
+        if self.notifier.timeout_secs == 0 || self.notifier.retry_schedule_secs.is_empty() {
+            return invalid(
+                "notifier.retry_schedule_secs",
+                "needs a positive timeout and at least one retry".into(),
+            );
+        }
+        for (name, d) in &self.datasets {
+            let at = |problem: String| {
+                Err(ConfigError::Invalid {
+                    key: "datasets",
+                    problem: format!("dataset `{name}`: {problem}"),
+                })
+            };
+            if !is_identifier(name) {
+                return at("the name must be letters, digits and '_'".into());
+            }
+            if !is_table_name(&d.table) {
+                return at(format!(
+                    "table {:?} must be `name` or `schema.name` of letters, digits and '_'",
+                    d.table
+                ));
+            }
+            for c in std::iter::once(&d.key)
+                .chain(&d.columns)
+                .chain(&d.filterable)
+            {
+                if !is_identifier(c) {
+                    return at(format!("column {c:?} must be letters, digits and '_'"));
+                }
+            }
+            if d.columns.is_empty() {
+                return at("lists no columns".into());
+            }
+            if let Some(c) = d
+                .filterable
+                .iter()
+                .find(|c| !d.columns.contains(c) && **c != d.key)
+            {
+                return at(format!("filterable column `{c}` is not one of its columns"));
+            }
         }
         Ok(())
     }
@@ -180,7 +300,7 @@ impl QueueConfig {
     }
 
     pub fn maintenance_interval(&self) -> Duration {
-        Duration::from_secs(self.maintenance_interval_secs)
+        Duration::from_millis(self.maintenance_interval_ms)
     }
 }
 

@@ -1,0 +1,126 @@
+//! Configuration sections of the services: API, auth, blob store, downloads, exports,
+//! workers, notifier, and the dataset catalog.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub public_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub dev_api_key: SecretString,
+    pub dev_tenant: String,
+    pub dev_webhook_secret: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobBackend {
+    Local,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobConfig {
+    pub backend: BlobBackend,
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadConfig {
+    pub signing_key: SecretString,
+    pub link_ttl_secs: u64,
+}
+
+impl DownloadConfig {
+    pub fn link_ttl(&self) -> Duration {
+        Duration::from_secs(self.link_ttl_secs)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    pub default_chunk_rows: u32,
+    pub min_chunk_rows: u32,
+    pub max_chunk_rows: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    pub retry_base_ms: u64,
+    pub retry_cap_secs: u64,
+}
+
+impl WorkerConfig {
+    pub fn retry_base(&self) -> Duration {
+        Duration::from_millis(self.retry_base_ms)
+    }
+
+    pub fn retry_cap(&self) -> Duration {
+        Duration::from_secs(self.retry_cap_secs)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    pub timeout_secs: u64,
+    pub retry_schedule_secs: Vec<u64>,
+}
+
+impl NotifierConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    pub fn retry_schedule(&self) -> Vec<Duration> {
+        self.retry_schedule_secs
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect()
+    }
+}
+
+/// One exportable dataset: a table or view and the identifiers a request may name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    pub table: String,
+    pub key: String,
+    pub columns: Vec<String>,
+    #[serde(default)]
+    pub filterable: Vec<String>,
+}
+
+pub type Datasets = BTreeMap<String, DatasetConfig>;
+
+/// A SQL identifier as Offload accepts it in configuration: letters, digits and `_`, not
+/// starting with a digit, at most 63 bytes (Postgres's limit). Anything else is refused at
+/// start-up, so identifiers can be quoted and spliced into SQL safely.
+pub fn is_identifier(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+/// `table` or `schema.table`, each part an identifier.
+pub fn is_table_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    (1..=2).contains(&parts.len()) && parts.iter().all(|p| is_identifier(p))
+}
