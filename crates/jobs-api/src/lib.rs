@@ -1,4 +1,164 @@
-//! The HTTP API (axum): submit, status, list, cancel, download, live progress.
+//! The HTTP API (axum, JSON, `/v1`).
 //!
-//! Not built yet: it arrives with the export issue. The job-status store and queue
-//! transport it will write to live in `jobs-core`.
+//! | route | does |
+//! |---|---|
+//! | `POST /v1/jobs` | submit a job (`202` + `Location`; `200` for a repeated `Idempotency-Key`) |
+//! | `GET /v1/jobs` | list the tenant's jobs, newest first (`status`, `kind`, `limit`, `cursor`) |
+//! | `GET /v1/jobs/{id}` | the job document |
+//! | `POST /v1/jobs/{id}/cancel` | stop a job: remaining items are skipped |
+//! | `GET /v1/jobs/{id}/result` | a redirect to a short-lived signed download link |
+//! | `GET /v1/jobs/{id}/events` | live progress (Server-Sent Events) |
+//! | `GET /v1/downloads/{id}` | the file, for holders of a valid signed link |
+//! | `GET /health/live`, `/health/ready` | probes |
+//!
+//! Every `/v1/jobs` route needs `Authorization: Bearer <api key>`; a tenant never sees
+//! another tenant's jobs (they answer 404, as unknown jobs do). The API never calls another
+//! service: it writes the job and its first message in one transaction and reads status
+//! from the job store.
+
+mod auth;
+mod download;
+mod error;
+mod events;
+mod jobs;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use jobs_core::blob::BlobStore;
+use jobs_core::dataset::Catalog;
+use jobs_core::messages::Queues;
+use jobs_core::queue::PgTransport;
+use jobs_core::store::JobStore;
+use jobs_core::{Config, TenantId};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+pub use download::LinkSigner;
+pub use error::ApiError;
+
+/// Shared by every request. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub store: JobStore,
+    /// Submissions write the job and its first message in one transaction, which the
+    /// Postgres transport can join.
+    pub transport: Arc<PgTransport>,
+    pub queues: Queues,
+    pub catalog: Arc<Catalog>,
+    pub blobs: BlobStore,
+    pub signer: LinkSigner,
+    /// Job changes announced by the store, fanned out to SSE clients.
+    pub job_events: broadcast::Sender<Value>,
+}
+
+impl AppState {
+    /// The base URL links are built on: `api.public_url`, or the request's Host.
+    pub fn base_url(&self, headers: &HeaderMap) -> String {
+        if !self.cfg.api.public_url.is_empty() {
+            return self.cfg.api.public_url.trim_end_matches('/').to_owned();
+        }
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            })
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.cfg.api.listen.to_string());
+        format!("http://{host}")
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.cfg.api.max_body_bytes;
+    Router::new()
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/result", get(download::result))
+        .route("/v1/jobs/{id}/events", get(events::events))
+        .route("/v1/downloads/{id}", get(download::download))
+        .route(
+            "/health/live",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/health/ready", get(ready))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    match jobs_core::sqlx::query("SELECT 1")
+        .execute(state.store.pool())
+        .await
+    {
+        Ok(_) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "database unavailable"})),
+            )
+        }
+    }
+}
+
+/// Prepares the API's state: registers the dev key (if configured), starts the job events
+/// listener.
+pub async fn state(
+    cfg: Arc<Config>,
+    store: JobStore,
+    transport: Arc<PgTransport>,
+    catalog: Arc<Catalog>,
+    blobs: BlobStore,
+    stop: CancellationToken,
+) -> Result<AppState, jobs_core::store::StoreError> {
+    let dev_key = cfg.auth.dev_api_key.expose_secret();
+    if !dev_key.is_empty() {
+        // Validated at start-up.
+        if let Ok(tenant) = TenantId::parse(&cfg.auth.dev_tenant) {
+            let secret = cfg.auth.dev_webhook_secret.expose_secret();
+            store
+                .ensure_tenant(&tenant, (!secret.is_empty()).then_some(secret))
+                .await?;
+            store.add_api_key(&tenant, dev_key).await?;
+        }
+    }
+    let (job_events, _) = broadcast::channel(1024);
+    events::spawn_listener(store.pool(), job_events.clone(), stop).await?;
+    Ok(AppState {
+        signer: LinkSigner::new(cfg.download.signing_key.expose_secret()),
+        cfg,
+        store,
+        transport,
+        queues: Queues::default(),
+        catalog,
+        blobs,
+        job_events,
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,13 +1,21 @@
-//! The `offload` command line: migrations and queue inspection. (Running all services in one
-//! process, submit, watch, download and the demo arrive with the export issue.)
+//! The `offload` command line: all services in one process (`up`), the demo, migrations,
+//! a client for the API (`submit`, `watch`, `download`), tenants, and queue inspection.
 
+mod client;
+mod demo;
 mod queue;
+mod services;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use jobs_core::Config;
+use jobs_core::runtime::Runtime;
+use jobs_core::{Config, TenantId};
+use secrecy::ExposeSecret;
+
+pub use services::Services;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,21 +27,70 @@ pub struct Cli {
     /// TOML configuration file (defaults < this file < OFFLOAD__* environment variables).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: client::ApiArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run API, enqueuer, worker and notifier in this process until Ctrl-C.
+    Up,
+    /// Export a demo dataset through the whole pipeline and report how it went.
+    Demo {
+        /// Rows in the demo dataset (created or re-created to this size).
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
     /// Create the database if it is missing and apply pending migrations.
     Migrate,
+    /// Submit a job to the API.
+    #[command(subcommand)]
+    Submit(client::SubmitCommand),
+    /// Follow a job until it finishes.
+    Watch { id: String },
+    /// Download a finished job's result.
+    Download {
+        id: String,
+        /// Where to write it (default: <id>.<format> in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Inspect queues and their dead letters.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
 }
 
-pub async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
-    match command {
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant (or add a key to an existing one); prints its new API key and its
+    /// webhook secret. The key is shown only this once.
+    Create { id: String },
+}
+
+pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
+    let client = || {
+        let base = cli
+            .api
+            .api_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", cfg.api.listen));
+        let key = cli
+            .api
+            .api_key
+            .clone()
+            .unwrap_or_else(|| cfg.auth.dev_api_key.expose_secret().to_owned());
+        client::Client::new(base, key)
+    };
+    match cli.command {
+        Command::Up => up(cfg).await,
+        Command::Demo { rows, ref format } => demo::run(cfg, rows, format).await,
         Command::Migrate => {
             let created = jobs_core::db::ensure_database(&cfg.database).await?;
             let pool = jobs_core::db::connect(&cfg.database).await?;
@@ -51,6 +108,56 @@ pub async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Submit(ref cmd) => {
+            let (body, key) = client::export_body(cmd)?;
+            let job = client().submit(&body, key.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            Ok(())
+        }
+        Command::Watch { ref id } => {
+            let job = client().watch(id, false).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            Ok(())
+        }
+        Command::Download { ref id, ref output } => {
+            let c = client();
+            let job = c.job(id).await?;
+            let ext = job["result"]["format"].as_str().unwrap_or("csv");
+            let to = output
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{id}.{ext}")));
+            let n = c.download(id, &to).await?;
+            println!("wrote {n} bytes to {}", to.display());
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::Create { ref id }) => {
+            let tenant = TenantId::parse(id)?;
+            let pool = jobs_core::db::connect(&cfg.database).await?;
+            let store = jobs_core::store::JobStore::new(pool);
+            let secret = store.ensure_tenant(&tenant, None).await?;
+            let key = jobs_core::store::new_api_key();
+            store.add_api_key(&tenant, &key).await?;
+            println!("tenant:         {tenant}");
+            println!("api key:        {key}   (shown once; store it now)");
+            println!("webhook secret: {secret}");
+            Ok(())
+        }
         Command::Queue(cmd) => queue::run(cmd, &cfg).await,
     }
+}
+
+async fn up(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let runtime = Runtime::start(cfg.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", cfg.api.listen))?;
+    let services = Services::start(runtime, listener).await?;
+    println!("offload is up: API on {} (Ctrl-C stops)", services.api_url);
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    eprintln!("stopping: finishing work in progress …");
+    services.stop().await;
+    Ok(())
 }

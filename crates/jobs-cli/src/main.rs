@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(jobs_cli::run(cli.command, cfg)) {
+    match runtime.block_on(jobs_cli::run(cli, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("offload: {e:#}");

@@ -7,17 +7,27 @@
 //! - [`config`]: the one typed configuration tree, loaded once at start;
 //! - [`telemetry`]: tracing subscriber set-up and W3C trace-context propagation;
 //! - [`db`]: connecting to Postgres and applying the migrations;
-//! - [`store`]: the job-status store (jobs, work items, counters);
+//! - [`store`]: the job-status store (jobs, work items, counters, tenants);
+//! - [`messages`]: the queues the services talk through and their control messages;
+//! - [`blob`]: the blob store (streaming writes, deterministic paths);
+//! - [`dataset`], [`export`]: the dataset catalog and the export job (request, plan, parts,
+//!   assembly);
 //! - [`queue`]: the queue transport trait with Service Bus semantics and its Postgres
 //!   implementation.
 
+pub mod blob;
 pub mod config;
+pub mod dataset;
 pub mod db;
+pub mod document;
 pub mod envelope;
+pub mod export;
 pub mod id;
 pub mod kind;
+pub mod messages;
 pub mod process;
 pub mod queue;
+pub mod runtime;
 pub mod status;
 pub mod store;
 pub mod telemetry;
@@ -25,4 +35,5 @@ pub mod telemetry;
 pub use config::Config;
 pub use id::{JobId, TenantId};
 pub use kind::{JobKind, WorkKind};
+pub use sqlx;
 pub use status::JobStatus;

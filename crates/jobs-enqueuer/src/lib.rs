@@ -1,5 +1,322 @@
-//! The enqueuer: turns a submitted job into work items (fan-out) and fires schedules.
+//! The enqueuer: receives `job.requested`, plans the job into work items, records the plan
+//! and sends the items (fan-out).
 //!
-//! Not built yet: it arrives with the export issue. It will record plans with
-//! `jobs_core::store::JobStore::record_plan` and send items through a
-//! `jobs_core::queue::Transport`.
+//! Safe to crash anywhere and to receive the same request twice: the plan is recorded in
+//! the job store *before* any item is sent, a redelivered request re-sends the recorded
+//! items (never a new plan), and item message ids are deterministic, so the queue drops
+//! the copies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobs_core::dataset::{Catalog, CatalogError};
+use jobs_core::envelope::{TraceContext, WorkItem};
+use jobs_core::export::{self, ExportSpec};
+use jobs_core::messages::{JobMessage, Queues};
+use jobs_core::process::backoff;
+use jobs_core::queue::{OutgoingMessage, QueueError, ReceivedMessage, Transport};
+use jobs_core::store::{Job, JobStore, PlanOutcome, PlannedItem, StoreError};
+use jobs_core::{JobKind, JobStatus};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Items sent per batch.
+const SEND_BATCH: usize = 500;
+
+#[derive(Debug)]
+pub struct EnqueuerContext {
+    pub store: JobStore,
+    pub transport: Arc<dyn Transport>,
+    pub queues: Queues,
+    pub catalog: Arc<Catalog>,
+    /// The jobs queue's max delivery count: a plan that keeps failing for transient reasons
+    /// fails the job on its last delivery.
+    pub max_delivery_count: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueuerError {
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("job store: {0}")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Processed,
+    Empty,
+}
+
+/// Why a plan could not be made.
+enum PlanError {
+    /// No retry can help: the job fails with this reason.
+    Fatal(String),
+    /// Try again later.
+    Retryable(String),
+}
+
+/// Receives at most one job message (waiting up to `wait`) and handles it completely.
+pub async fn try_plan_next(
+    ctx: &EnqueuerContext,
+    wait: Duration,
+) -> Result<Outcome, EnqueuerError> {
+    let mut got = ctx.transport.receive(&ctx.queues.jobs, 1, wait).await?;
+    let Some(msg) = got.pop() else {
+        return Ok(Outcome::Empty);
+    };
+    handle_message(ctx, msg).await?;
+    Ok(Outcome::Processed)
+}
+
+pub async fn handle_message(
+    ctx: &EnqueuerContext,
+    msg: ReceivedMessage,
+) -> Result<(), EnqueuerError> {
+    let q = &ctx.queues.jobs;
+    let (job_id, correlation_id, trace) = match JobMessage::decode(&msg.body) {
+        Ok(JobMessage::Requested {
+            job_id,
+            correlation_id,
+            trace,
+        }) => (job_id, correlation_id, trace),
+        Ok(other) => {
+            let why = format!("the jobs queue does not take {}", other.message_id());
+            return settle(
+                ctx.transport
+                    .dead_letter(q, &msg.lock, "UnexpectedMessage", &why)
+                    .await,
+            );
+        }
+        Err(e) => {
+            return settle(
+                ctx.transport
+                    .dead_letter(q, &msg.lock, "MalformedMessage", &e.to_string())
+                    .await,
+            );
+        }
+    };
+    let span = tracing::info_span!("plan", %job_id, %correlation_id, delivery = msg.delivery_count);
+    trace.attach_to(&span);
+    async {
+        let job = match ctx.store.get_any(job_id).await {
+            Ok(job) => job,
+            Err(StoreError::UnknownJob(id)) => {
+                let why = format!("job {id} does not exist");
+                return settle(
+                    ctx.transport
+                        .dead_letter(q, &msg.lock, "UnknownJob", &why)
+                        .await,
+                );
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match plan_job(ctx, &job, &correlation_id, &trace).await {
+            Ok(()) => settle(ctx.transport.complete(q, &msg.lock).await),
+            Err(PlanError::Retryable(why)) if msg.delivery_count < ctx.max_delivery_count => {
+                let delay = backoff(
+                    msg.delivery_count,
+                    Duration::from_millis(500),
+                    Duration::from_secs(60),
+                );
+                tracing::warn!(%why, ?delay, "planning failed; will retry");
+                settle(ctx.transport.abandon(q, &msg.lock, delay).await)
+            }
+            Err(PlanError::Retryable(why) | PlanError::Fatal(why)) => {
+                tracing::warn!(%why, "planning failed; the job fails");
+                if ctx.store.fail(job.id, &why).await?.is_some() {
+                    let event = JobMessage::Finished {
+                        job_id: job.id,
+                        status: JobStatus::Failed,
+                        trace: trace.clone(),
+                    };
+                    ctx.transport
+                        .send(&ctx.queues.events, &[event.to_message()])
+                        .await?;
+                }
+                settle(ctx.transport.complete(q, &msg.lock).await)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn settle(r: Result<(), QueueError>) -> Result<(), EnqueuerError> {
+    match r {
+        Ok(()) | Err(QueueError::LockLost { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn plan_job(
+    ctx: &EnqueuerContext,
+    job: &Job,
+    correlation_id: &str,
+    trace: &TraceContext,
+) -> Result<(), PlanError> {
+    let store_err = |e: StoreError| PlanError::Retryable(e.to_string());
+    let items = match job.status {
+        JobStatus::Queued | JobStatus::Planning => {
+            if job.status == JobStatus::Queued
+                && ctx
+                    .store
+                    .transition(job.id, JobStatus::Planning)
+                    .await
+                    .map_err(store_err)?
+                    .is_none()
+            {
+                // Cancelled meanwhile.
+                return Ok(());
+            }
+            let plan = make_plan(ctx, job).await?;
+            match ctx
+                .store
+                .record_plan(job.id, &plan)
+                .await
+                .map_err(store_err)?
+            {
+                PlanOutcome::Started => plan,
+                PlanOutcome::StartedEmpty => Vec::new(),
+                PlanOutcome::NotPlanning(JobStatus::Running) => recorded(ctx, job).await?,
+                PlanOutcome::NotPlanning(_) => return Ok(()),
+            }
+        }
+        // A redelivered request: re-send exactly the recorded items.
+        JobStatus::Running => recorded(ctx, job).await?,
+        _ => return Ok(()),
+    };
+    tracing::info!(items = items.len(), "plan recorded; sending items");
+    let total = items.len() as u32;
+    let mut messages: Vec<OutgoingMessage> = Vec::with_capacity(items.len().max(1));
+    for p in items {
+        let item = WorkItem {
+            job_id: job.id,
+            seq: p.seq,
+            kind: p.kind,
+            payload: p.payload,
+            correlation_id: correlation_id.to_owned(),
+            trace: trace.clone(),
+        };
+        messages.push(
+            item.to_message()
+                .map_err(|e| PlanError::Fatal(e.to_string()))?,
+        );
+    }
+    if total == 0 {
+        // Nothing to process: go straight to finalization.
+        let finalize = WorkItem {
+            job_id: job.id,
+            seq: 0,
+            kind: finalize_kind(&job.kind),
+            payload: serde_json::json!({}),
+            correlation_id: correlation_id.to_owned(),
+            trace: trace.clone(),
+        };
+        messages.push(
+            finalize
+                .to_message()
+                .map_err(|e| PlanError::Fatal(e.to_string()))?,
+        );
+    }
+    for batch in messages.chunks(SEND_BATCH) {
+        ctx.transport
+            .send(&ctx.queues.work, batch)
+            .await
+            .map_err(|e| PlanError::Retryable(format!("sending items: {e}")))?;
+    }
+    Ok(())
+}
+
+fn finalize_kind(kind: &JobKind) -> jobs_core::WorkKind {
+    if *kind == JobKind::EXPORT {
+        export::FINALIZE
+    } else {
+        jobs_core::WorkKind::from_static("unknown.finalize")
+    }
+}
+
+async fn recorded(ctx: &EnqueuerContext, job: &Job) -> Result<Vec<PlannedItem>, PlanError> {
+    let items = ctx
+        .store
+        .items(job.id)
+        .await
+        .map_err(|e| PlanError::Retryable(e.to_string()))?;
+    Ok(items
+        .into_iter()
+        .filter(|i| i.status == "pending")
+        .map(|i| i.item)
+        .collect())
+}
+
+async fn make_plan(ctx: &EnqueuerContext, job: &Job) -> Result<Vec<PlannedItem>, PlanError> {
+    if job.kind != JobKind::EXPORT {
+        return Err(PlanError::Fatal(format!(
+            "job kind `{}` has no planner",
+            job.kind
+        )));
+    }
+    let spec: ExportSpec = job
+        .params
+        .get("export")
+        .cloned()
+        .ok_or_else(|| PlanError::Fatal("the job has no export parameters".into()))
+        .and_then(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| PlanError::Fatal(format!("invalid export parameters: {e}")))
+        })?;
+    let ds = ctx.catalog.get(&spec.dataset).await.map_err(|e| match e {
+        CatalogError::Db(e) => PlanError::Retryable(e.to_string()),
+        other => PlanError::Fatal(other.to_string()),
+    })?;
+    export::plan::plan(ctx.store.pool(), &ds, &spec)
+        .await
+        .map_err(|e| {
+            if is_permanent(&e) {
+                PlanError::Fatal(format!("planning the export failed: {e}"))
+            } else {
+                PlanError::Retryable(format!("planning the export failed: {e}"))
+            }
+        })
+}
+
+/// Data and definition errors (SQLSTATE classes 22 and 42) fail the same way every time.
+fn is_permanent(e: &jobs_core::sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("22") || c.starts_with("42"))
+}
+
+/// Plans jobs until `shutdown` is cancelled.
+pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = ctx.transport.receive(&ctx.queues.jobs, 1, Duration::from_secs(5)) => r,
+        };
+        let step = match received {
+            Ok(mut msgs) => match msgs.pop() {
+                Some(msg) => handle_message(&ctx, msg).await,
+                None => Ok(()),
+            },
+            Err(e) => Err(e.into()),
+        };
+        match step {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                let pause = backoff(
+                    failures,
+                    Duration::from_millis(200),
+                    Duration::from_secs(10),
+                );
+                tracing::warn!(error = %e, ?pause, "enqueuer step failed; pausing");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}

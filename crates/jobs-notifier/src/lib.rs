@@ -1,3 +1,280 @@
-//! The notifier: delivers signed webhooks when jobs finish.
+//! The notifier: when a job finishes, POSTs a signed webhook to the URL the job was
+//! submitted with, per the Standard Webhooks specification.
 //!
-//! Not built yet: it arrives with the export issue.
+//! Retries ride on the queue: a failed delivery abandons the `job.finished` message with
+//! the next delay of the schedule (±20% jitter, or the receiver's `Retry-After` when it is
+//! longer), so a retry survives a restart of the notifier. The events queue's max delivery
+//! count is the schedule's length + 1: after the last retry the event is dead-lettered
+//! with the last error. Every attempt is recorded (`offload.webhook_attempts`).
+
+pub mod signing;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobs_core::document::job_document;
+use jobs_core::messages::{JobMessage, Queues};
+use jobs_core::queue::{QueueError, ReceivedMessage, Transport};
+use jobs_core::store::{JobStore, StoreError, WebhookAttempt};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+#[derive(Debug)]
+pub struct NotifierContext {
+    pub store: JobStore,
+    pub transport: Arc<dyn Transport>,
+    pub queues: Queues,
+    pub http: reqwest::Client,
+    /// Delays before the 2nd, 3rd, … attempt.
+    pub schedule: Vec<Duration>,
+    /// Where the API is reached, for links in payloads.
+    pub base_url: String,
+}
+
+impl NotifierContext {
+    pub fn http_client(timeout: Duration) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("offload-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifierError {
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("job store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// How one delivery attempt went.
+#[derive(Debug)]
+enum Delivery {
+    Delivered(u16),
+    Failed {
+        status: Option<u16>,
+        error: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+fn settle(r: Result<(), QueueError>) -> Result<(), NotifierError> {
+    match r {
+        Ok(()) | Err(QueueError::LockLost { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn handle_message(
+    ctx: &NotifierContext,
+    msg: ReceivedMessage,
+) -> Result<(), NotifierError> {
+    let q = &ctx.queues.events;
+    let event = match JobMessage::decode(&msg.body) {
+        Ok(e @ JobMessage::Finished { .. }) => e,
+        Ok(other) => {
+            let why = format!("the events queue does not take {}", other.message_id());
+            return settle(
+                ctx.transport
+                    .dead_letter(q, &msg.lock, "UnexpectedMessage", &why)
+                    .await,
+            );
+        }
+        Err(e) => {
+            return settle(
+                ctx.transport
+                    .dead_letter(q, &msg.lock, "MalformedMessage", &e.to_string())
+                    .await,
+            );
+        }
+    };
+    let span =
+        tracing::info_span!("notify", job_id = %event.job_id(), attempt = msg.delivery_count);
+    event.trace().attach_to(&span);
+    async {
+        let job = match ctx.store.get_any(event.job_id()).await {
+            Ok(job) => job,
+            Err(StoreError::UnknownJob(id)) => {
+                let why = format!("job {id} does not exist");
+                return settle(
+                    ctx.transport
+                        .dead_letter(q, &msg.lock, "UnknownJob", &why)
+                        .await,
+                );
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(url) = job
+            .params
+            .pointer("/notify/webhook_url")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+        else {
+            return settle(ctx.transport.complete(q, &msg.lock).await);
+        };
+        let secret = ctx.store.ensure_tenant(&job.tenant_id, None).await?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "type": format!("job.{}", job.status),
+            "timestamp": chrono::Utc::now(),
+            "data": job_document(&job, &ctx.base_url),
+        }))
+        .unwrap_or_default();
+        let started = Instant::now();
+        let outcome = deliver(ctx, &url, &secret, &msg.message_id, &body).await;
+        let (status_code, error) = match &outcome {
+            Delivery::Delivered(s) => (Some(*s), None),
+            Delivery::Failed { status, error, .. } => (*status, Some(error.as_str())),
+        };
+        ctx.store
+            .record_webhook_attempt(&WebhookAttempt {
+                job_id: job.id,
+                attempt: msg.delivery_count,
+                url: &url,
+                status_code,
+                error,
+                duration_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
+            })
+            .await?;
+        match outcome {
+            Delivery::Delivered(status) => {
+                tracing::info!(status, "webhook delivered");
+                settle(ctx.transport.complete(q, &msg.lock).await)
+            }
+            Delivery::Failed {
+                error, retry_after, ..
+            } => {
+                let next = ctx
+                    .schedule
+                    .get(msg.delivery_count.saturating_sub(1) as usize);
+                match next {
+                    Some(delay) => {
+                        let jitter = 0.8 + 0.4 * rand::random::<f64>();
+                        let delay = delay.mul_f64(jitter).max(retry_after.unwrap_or_default());
+                        tracing::warn!(%error, ?delay, "webhook delivery failed; will retry");
+                        settle(ctx.transport.abandon(q, &msg.lock, delay).await)
+                    }
+                    None => {
+                        tracing::warn!(%error, "webhook delivery failed for the last time");
+                        let why = format!("{} attempts failed; last: {error}", msg.delivery_count);
+                        settle(
+                            ctx.transport
+                                .dead_letter(q, &msg.lock, "WebhookFailed", &why)
+                                .await,
+                        )
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn deliver(
+    ctx: &NotifierContext,
+    url: &str,
+    secret: &str,
+    id: &str,
+    body: &[u8],
+) -> Delivery {
+    let timestamp = chrono::Utc::now().timestamp();
+    let signature = match signing::sign(secret, id, timestamp, body) {
+        Ok(s) => s,
+        Err(e) => {
+            return Delivery::Failed {
+                status: None,
+                error: e.to_string(),
+                retry_after: None,
+            };
+        }
+    };
+    let sent = ctx
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body.to_vec())
+        .send()
+        .await;
+    match sent {
+        Ok(resp) if resp.status().is_success() => Delivery::Delivered(resp.status().as_u16()),
+        Ok(resp) => {
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Delivery::Failed {
+                status: Some(resp.status().as_u16()),
+                error: format!("the receiver answered {}", resp.status()),
+                retry_after,
+            }
+        }
+        Err(e) => Delivery::Failed {
+            status: None,
+            error: format!("request failed: {e}"),
+            retry_after: None,
+        },
+    }
+}
+
+/// Receives at most one event (waiting up to `wait`) and handles it.
+pub async fn try_notify_next(ctx: &NotifierContext, wait: Duration) -> Result<bool, NotifierError> {
+    let mut got = ctx.transport.receive(&ctx.queues.events, 1, wait).await?;
+    let Some(msg) = got.pop() else {
+        return Ok(false);
+    };
+    handle_message(ctx, msg).await?;
+    Ok(true)
+}
+
+/// Delivers webhooks until `shutdown` is cancelled, up to `concurrency` at a time.
+pub async fn run_until_stopped(
+    ctx: Arc<NotifierContext>,
+    concurrency: usize,
+    shutdown: CancellationToken,
+) {
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        loops.spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let received = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = ctx.transport.receive(&ctx.queues.events, 1, Duration::from_secs(5)) => r,
+                };
+                let step = match received {
+                    Ok(mut msgs) => match msgs.pop() {
+                        Some(msg) => handle_message(&ctx, msg).await,
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e.into()),
+                };
+                match step {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        let pause = jobs_core::process::backoff(
+                            failures,
+                            Duration::from_millis(200),
+                            Duration::from_secs(10),
+                        );
+                        tracing::warn!(error = %e, ?pause, "notifier step failed; pausing");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while loops.join_next().await.is_some() {}
+}

@@ -1,4 +1,145 @@
-//! The worker: receives work items under a peek-lock, dispatches them by kind, records
-//! completions, and fans in.
+//! The worker: receives work items under a peek-lock, dispatches each to the processor of
+//! its kind, records the outcome in the job store, and — when an item completes its job —
+//! triggers and runs the job's finalization (fan-in).
 //!
-//! Not built yet: it arrives with the export issue.
+//! [`try_process_next`] is one testable step: receive at most one message and deal with it
+//! completely. [`run_until_stopped`] runs `worker.concurrency` such loops until shut down.
+//!
+//! What happens to a message:
+//! - it does not decode → dead-lettered at once ("MalformedEnvelope"), never retried;
+//! - its job is cancelled → the item is counted skipped, the message completed;
+//! - processing succeeds → the item is completed in the store (once, however often this
+//!   runs), then the message is completed;
+//! - a `Retryable` error → the attempt is recorded and the message abandoned with back-off;
+//!   on its last permitted delivery the item is counted failed and the message
+//!   dead-lettered, so the job still finishes;
+//! - a `Fatal` error → the item is counted failed and the message dead-lettered at once.
+//!
+//! While an item is processed its lock is renewed every half lock duration, so long parts
+//! are not delivered twice.
+
+mod export;
+mod handle;
+mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobs_core::blob::BlobStore;
+use jobs_core::dataset::Catalog;
+use jobs_core::messages::Queues;
+use jobs_core::queue::{QueueError, Transport};
+use jobs_core::store::{JobStore, StoreError};
+use tokio_util::sync::CancellationToken;
+
+pub use handle::process_message;
+pub use registry::{Finalizer, Processor, Registry};
+
+/// Everything a worker step needs. Built once at start, shared by all loops.
+#[derive(Debug)]
+pub struct WorkerContext {
+    pub store: JobStore,
+    pub transport: Arc<dyn Transport>,
+    pub queues: Queues,
+    pub blobs: BlobStore,
+    pub catalog: Arc<Catalog>,
+    pub registry: Registry,
+    pub settings: WorkerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// The work queue's max delivery count: the delivery on which a retryable failure
+    /// becomes final.
+    pub max_delivery_count: u32,
+    /// The work queue's lock duration: locks are renewed at half of it.
+    pub lock_duration: Duration,
+    /// How long an idle receive waits for a message before looking again.
+    pub receive_wait: Duration,
+}
+
+impl WorkerSettings {
+    pub fn from_config(cfg: &jobs_core::Config) -> Self {
+        Self {
+            concurrency: cfg.worker.concurrency,
+            retry_base: cfg.worker.retry_base(),
+            retry_cap: cfg.worker.retry_cap(),
+            max_delivery_count: cfg.queue.max_delivery_count,
+            lock_duration: cfg.queue.lock_duration(),
+            receive_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("job store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A message was received and dealt with (whatever the result of processing).
+    Processed,
+    /// No message arrived within the wait.
+    Empty,
+}
+
+/// Receives at most one work message (waiting up to `wait`) and deals with it completely.
+pub async fn try_process_next(ctx: &WorkerContext, wait: Duration) -> Result<Outcome, WorkerError> {
+    let mut got = ctx.transport.receive(&ctx.queues.work, 1, wait).await?;
+    let Some(msg) = got.pop() else {
+        return Ok(Outcome::Empty);
+    };
+    process_message(ctx, msg).await?;
+    Ok(Outcome::Processed)
+}
+
+/// Runs `concurrency` receive loops until `shutdown` is cancelled; a message being
+/// processed when that happens is finished first.
+pub async fn run_until_stopped(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
+    let mut loops = tokio::task::JoinSet::new();
+    for n in 0..ctx.settings.concurrency {
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        loops.spawn(async move {
+            let mut failures = 0u32;
+            while !shutdown.is_cancelled() {
+                // Shutdown interrupts waiting for a message, never processing one.
+                let received = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    r = ctx.transport.receive(&ctx.queues.work, 1, ctx.settings.receive_wait) => r,
+                };
+                let step = match received {
+                    Ok(mut msgs) => match msgs.pop() {
+                        Some(msg) => process_message(&ctx, msg).await,
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e.into()),
+                };
+                match step {
+                    Ok(_) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        let pause = jobs_core::process::backoff(failures, Duration::from_millis(200), Duration::from_secs(10));
+                        tracing::warn!(worker = n, error = %e, ?pause, "worker step failed; pausing");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                }
+            }
+        });
+    }
+    loops.spawn(handle::sweep_dead_letters_until_stopped(
+        ctx.clone(),
+        shutdown.clone(),
+    ));
+    while loops.join_next().await.is_some() {}
+}

@@ -310,15 +310,21 @@ async fn counters(
     let row: CountersRow = match bump {
         Some(column) => {
             sqlx::query_as(
-                "UPDATE offload.jobs SET
-                    done = done + (CASE WHEN $2 = 'done' THEN 1 ELSE 0 END),
-                    failed = failed + (CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END),
-                    skipped = skipped + (CASE WHEN $2 = 'skipped' THEN 1 ELSE 0 END),
-                    updated_at = now()
-                 WHERE id = $1 RETURNING status, total, done, failed, skipped",
+                "WITH u AS (
+                    UPDATE offload.jobs SET
+                        done = done + (CASE WHEN $2 = 'done' THEN 1 ELSE 0 END),
+                        failed = failed + (CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END),
+                        skipped = skipped + (CASE WHEN $2 = 'skipped' THEN 1 ELSE 0 END),
+                        updated_at = now()
+                    WHERE id = $1 RETURNING id, status, total, done, failed, skipped)
+                 SELECT status, total, done, failed, skipped,
+                        pg_notify($3, json_build_object('id', id, 'status', status, 'total', total,
+                            'done', done, 'failed', failed, 'skipped', skipped)::text)::text AS notified
+                 FROM u",
             )
             .bind(job_id.as_uuid())
             .bind(column)
+            .bind(super::JOB_EVENTS_CHANNEL)
             .fetch_one(&mut *conn)
             .await?
         }

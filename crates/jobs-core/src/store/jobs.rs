@@ -294,5 +294,17 @@ pub(super) async fn transition_on(
     .bind(&sources)
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(Job::try_from).transpose()
+    let job = row.map(Job::try_from).transpose()?;
+    if let Some(j) = &job {
+        let event = serde_json::json!({
+            "id": j.id, "status": j.status, "total": j.progress.total, "done": j.progress.done,
+            "failed": j.progress.failed, "skipped": j.progress.skipped,
+        });
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::JOB_EVENTS_CHANNEL)
+            .bind(event.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(job)
 }

@@ -7,6 +7,7 @@
 
 mod items;
 mod jobs;
+mod tenants;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -19,6 +20,12 @@ use crate::status::JobStatus;
 
 pub use items::{Completion, ItemOutcome, ItemRecord, PlanOutcome, PlannedItem};
 pub use jobs::{CreateOutcome, JobFilter, JobPage, ListCursor};
+pub use tenants::{WebhookAttempt, new_api_key, new_webhook_secret};
+
+/// The channel every job status change and counter update is announced on (with
+/// `pg_notify`, in the transaction that makes it), as JSON
+/// `{"id", "status", "total", "done", "failed", "skipped"}`.
+pub const JOB_EVENTS_CHANNEL: &str = "offload_job_events";
 
 /// Handle on the job-status tables. Cheap to clone (it holds the pool).
 #[derive(Clone, Debug)]

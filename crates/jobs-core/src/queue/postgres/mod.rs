@@ -10,11 +10,13 @@
 //! ## Settling goes through the lock index
 //!
 //! Complete, abandon, dead-letter and renew find the message by `(lock_token, seq)` through
-//! the partial lock index, and check that the lock is still held with
-//! `visible_at - now() > interval '0'` rather than `visible_at > now()`. The second form
-//! would let the planner pick the receive index instead (its statistics make "visible in
-//! the future" look rare), and that range holds a dead entry for every message locked and
-//! completed since the last vacuum: each settle would walk all of them.
+//! the partial lock index. Their other conditions are written so that the receive index
+//! `(queue_id, visible_at, seq)` cannot serve them — `queue_id + 0 = $1` and
+//! `visible_at - now() > interval '0'` instead of `queue_id = $1` and `visible_at > now()`.
+//! Otherwise the planner may pick the receive index (its statistics can make either
+//! condition look selective) and walk every entry of the queue, or every dead entry left by
+//! messages locked and completed since the last vacuum: tens of milliseconds per settle on
+//! a large backlog instead of a few microseconds.
 //!
 //! ## Which commits must be durable
 //!
@@ -205,7 +207,7 @@ impl PgTransport {
         let held: i64 = sqlx::query_scalar(
             "WITH target AS (
                 SELECT ctid, delivery_count FROM offload.queue_messages
-                WHERE lock_token = $3 AND seq = $2 AND queue_id = $1 AND visible_at - now() > interval '0'
+                WHERE lock_token = $3 AND seq = $2 AND queue_id + 0 = $1 AND visible_at - now() > interval '0'
                 FOR UPDATE
              ), dead AS (
                 DELETE FROM offload.queue_messages m USING target t
@@ -374,7 +376,7 @@ impl Transport for PgTransport {
         let s = self.settings(queue).await?;
         let n = sqlx::query(
             "DELETE FROM offload.queue_messages
-             WHERE lock_token = $3 AND seq = $2 AND queue_id = $1 AND visible_at - now() > interval '0'",
+             WHERE lock_token = $3 AND seq = $2 AND queue_id + 0 = $1 AND visible_at - now() > interval '0'",
         )
         .bind(s.id)
         .bind(lock.sequence)
@@ -411,7 +413,7 @@ impl Transport for PgTransport {
             "DELETE FROM offload.queue_messages m
              WHERE m.lock_token = ANY($4) AND m.seq = ANY($2) AND (m.seq, m.lock_token) IN (
                    SELECT * FROM unnest($2::bigint[], $3::uuid[]))
-               AND m.queue_id = $1 AND m.visible_at - now() > interval '0'
+               AND m.queue_id + 0 = $1 AND m.visible_at - now() > interval '0'
              RETURNING m.seq",
         )
         .bind(s.id)
@@ -459,7 +461,7 @@ impl Transport for PgTransport {
         let s = self.settings(queue).await?;
         let until: Option<DateTime<Utc>> = sqlx::query_scalar(
             "UPDATE offload.queue_messages SET visible_at = now() + $4 * interval '1 second'
-             WHERE lock_token = $3 AND seq = $2 AND queue_id = $1 AND visible_at - now() > interval '0'
+             WHERE lock_token = $3 AND seq = $2 AND queue_id + 0 = $1 AND visible_at - now() > interval '0'
              RETURNING visible_at",
         )
         .bind(s.id)

@@ -1,0 +1,345 @@
+//! `/v1/jobs`: submit, read, list, cancel.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jobs_core::dataset::CatalogError;
+use jobs_core::document::job_document;
+use jobs_core::envelope::TraceContext;
+use jobs_core::export::ExportSpec;
+use jobs_core::export::spec::CheckError;
+use jobs_core::messages::JobMessage;
+use jobs_core::queue::Transport;
+use jobs_core::store::{CreateOutcome, Job, JobFilter, ListCursor, NewJob, StoreError};
+use jobs_core::{JobId, JobKind, JobStatus};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Tenant;
+use crate::error::ApiError;
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+fn parse_id(id: &str) -> Result<JobId, ApiError> {
+    // A malformed id cannot name any job: answer as for any other unknown job.
+    id.parse().map_err(|_| ApiError::NotFound)
+}
+
+async fn tenant_job(state: &AppState, tenant: &Tenant, id: &str) -> Result<Job, ApiError> {
+    state
+        .store
+        .get(&tenant.0, parse_id(id)?)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+fn doc(state: &AppState, headers: &HeaderMap, job: &Job) -> Value {
+    job_document(job, &state.base_url(headers))
+}
+
+/// `POST /v1/jobs`
+pub async fn submit(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+        message: format!("the body is not valid JSON: {e}"),
+    })?;
+    let obj = request
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("", "the body must be a JSON object"))?;
+    for key in obj.keys() {
+        if !["kind", "export", "notify"].contains(&key.as_str()) {
+            return Err(ApiError::invalid(key.as_str(), "is not a known field"));
+        }
+    }
+    let kind = match obj.get("kind") {
+        Some(Value::String(k)) if k == "export" => JobKind::EXPORT,
+        Some(Value::String(k)) => {
+            return Err(ApiError::invalid(
+                "kind",
+                format!("job kind `{k}` is not supported; supported: export"),
+            ));
+        }
+        Some(_) => return Err(ApiError::invalid("kind", "must be a string")),
+        None => return Err(ApiError::invalid("kind", "is required")),
+    };
+    let export = obj
+        .get("export")
+        .ok_or_else(|| ApiError::invalid("export", "is required for an export job"))?;
+    let name = ExportSpec::dataset_name(export)?;
+    let ds = state.catalog.get(name).await.map_err(|e| match e {
+        CatalogError::Unknown(n) => {
+            let known: Vec<&str> = state.catalog.names().collect();
+            ApiError::invalid(
+                "export.dataset",
+                format!("unknown dataset `{n}` (known: {})", known.join(", ")),
+            )
+        }
+        CatalogError::Unavailable { problem, .. } => ApiError::invalid("export.dataset", problem),
+        CatalogError::Db(e) => ApiError::internal(e),
+    })?;
+    let spec = ExportSpec::parse(export, &ds, &state.cfg.export)?;
+    spec.check_values(state.store.pool(), &ds)
+        .await
+        .map_err(|e| match e {
+            CheckError::Invalid(i) => i.into(),
+            CheckError::Db(e) => ApiError::internal(e),
+        })?;
+    let notify = parse_notify(obj.get("notify"))?;
+
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+            Some(
+                k.ok_or_else(|| {
+                    ApiError::invalid("Idempotency-Key", "must be 1-255 visible ASCII characters")
+                })?
+                .to_owned(),
+            )
+        }
+    };
+    let mut params = json!({ "export": spec });
+    if let Some(n) = notify {
+        params["notify"] = n;
+    }
+    let new = NewJob {
+        id: JobId::new(),
+        tenant_id: tenant.0.clone(),
+        kind,
+        params,
+        idempotency_key,
+    };
+    let correlation_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| new.id.to_string());
+
+    // The job row and its first message commit together: a job is never accepted without
+    // being planned, and never planned without being accepted.
+    let mut tx = state.store.pool().begin().await?;
+    let outcome = match state.store.create_in(&mut tx, &new).await {
+        Ok(o) => o,
+        Err(StoreError::IdempotencyConflict { key }) => {
+            return Err(ApiError::Conflict {
+                code: "idempotency_conflict",
+                message: format!(
+                    "Idempotency-Key {key:?} was already used with a different request"
+                ),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let CreateOutcome::Created(job) = &outcome {
+        let msg = JobMessage::Requested {
+            job_id: job.id,
+            correlation_id,
+            trace: TraceContext::current(),
+        };
+        state
+            .transport
+            .send_in(&mut tx, &state.queues.jobs, &[msg.to_message()])
+            .await?;
+    }
+    tx.commit().await?;
+
+    let job = outcome.job();
+    let body = Json(doc(&state, &headers, job));
+    let location = format!("/v1/jobs/{}", job.id);
+    Ok(match outcome {
+        CreateOutcome::Created(_) => {
+            tracing::info!(job_id = %job.id, tenant = %job.tenant_id, "job accepted");
+            (StatusCode::ACCEPTED, [(header::LOCATION, location)], body).into_response()
+        }
+        CreateOutcome::Existing(_) => {
+            (StatusCode::OK, [(header::LOCATION, location)], body).into_response()
+        }
+    })
+}
+
+fn parse_notify(notify: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    let Some(n) = notify else { return Ok(None) };
+    if n.is_null() {
+        return Ok(None);
+    }
+    let obj = n
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("notify", "must be an object"))?;
+    for key in obj.keys() {
+        if key != "webhook_url" {
+            return Err(ApiError::invalid(
+                format!("notify.{key}"),
+                "is not a known field",
+            ));
+        }
+    }
+    let Some(raw) = obj.get("webhook_url") else {
+        return Ok(None);
+    };
+    let raw = raw
+        .as_str()
+        .ok_or_else(|| ApiError::invalid("notify.webhook_url", "must be a string"))?;
+    let parsed = url::Url::parse(raw)
+        .map_err(|e| ApiError::invalid("notify.webhook_url", format!("is not a valid URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() || raw.len() > 2048 {
+        return Err(ApiError::invalid(
+            "notify.webhook_url",
+            "must be an http(s) URL of at most 2048 characters",
+        ));
+    }
+    Ok(Some(json!({ "webhook_url": raw })))
+}
+
+/// `GET /v1/jobs/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job = tenant_job(&state, &tenant, &id).await?;
+    Ok(Json(doc(&state, &headers, &job)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    kind: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn encode_cursor(c: &ListCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{}", c.created_at.to_rfc3339(), c.id))
+}
+
+fn decode_cursor(s: &str) -> Option<ListCursor> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+    let (at, id) = raw.split_once('|')?;
+    Some(ListCursor {
+        created_at: chrono::DateTime::parse_from_rfc3339(at)
+            .ok()?
+            .with_timezone(&chrono::Utc),
+        id: id.parse().ok()?,
+    })
+}
+
+/// `GET /v1/jobs?status=&kind=&limit=&cursor=`
+pub async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = q
+        .status
+        .map(|s| {
+            s.parse::<JobStatus>()
+                .map_err(|e| ApiError::invalid("status", e.to_string()))
+        })
+        .transpose()?;
+    let kind = q
+        .kind
+        .map(|k| JobKind::parse(&k).map_err(|e| ApiError::invalid("kind", e.to_string())))
+        .transpose()?;
+    let limit = match q.limit {
+        None => 50,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=500).contains(l))
+            .ok_or_else(|| ApiError::invalid("limit", "must be an integer from 1 to 500"))?,
+    };
+    let after = q
+        .cursor
+        .map(|c| {
+            decode_cursor(&c)
+                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()?;
+    let page = state
+        .store
+        .list(&tenant.0, &JobFilter { status, kind }, after, limit)
+        .await?;
+    let jobs: Vec<Value> = page.jobs.iter().map(|j| doc(&state, &headers, j)).collect();
+    Ok(Json(
+        json!({ "jobs": jobs, "next_cursor": page.next.as_ref().map(encode_cursor) }),
+    ))
+}
+
+/// `POST /v1/jobs/{id}/cancel`
+pub async fn cancel(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = tenant_job(&state, &tenant, &id).await?;
+    let moved = match job.status {
+        // Nothing was planned yet: the job ends now.
+        JobStatus::Queued => state.store.transition(job.id, JobStatus::Cancelled).await?,
+        // Workers skip the items not yet started; the last completion ends the job.
+        JobStatus::Planning | JobStatus::Running => {
+            state
+                .store
+                .transition(job.id, JobStatus::Cancelling)
+                .await?
+        }
+        JobStatus::Cancelling | JobStatus::Cancelled => Some(job.clone()),
+        other => {
+            return Err(ApiError::Conflict {
+                code: "not_cancellable",
+                message: format!("the job is {other} and can no longer be cancelled"),
+            });
+        }
+    };
+    // Lost a race with another status change: report where the job is now.
+    let job = match moved {
+        Some(j) => j,
+        None => state
+            .store
+            .get(&tenant.0, job.id)
+            .await?
+            .ok_or(ApiError::NotFound)?,
+    };
+    if job.status == JobStatus::Cancelled {
+        let event = JobMessage::Finished {
+            job_id: job.id,
+            status: job.status,
+            trace: TraceContext::current(),
+        };
+        state
+            .transport
+            .send(&state.queues.events, &[event.to_message()])
+            .await?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(doc(&state, &headers, &job))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = ListCursor {
+            created_at: chrono::Utc::now(),
+            id: JobId::new(),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&c)), Some(c));
+        assert_eq!(decode_cursor("not-a-cursor"), None);
+    }
+}

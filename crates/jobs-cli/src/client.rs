@@ -1,0 +1,197 @@
+//! `offload submit | watch | download`: a small client of the HTTP API.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+/// Where the API is and who we are.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// API base URL (default: http:// + api.listen from the configuration).
+    #[arg(long, global = true)]
+    pub api_url: Option<String>,
+    /// API key (default: auth.dev_api_key from the configuration).
+    #[arg(long, global = true, env = "OFFLOAD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubmitCommand {
+    /// Export a dataset to CSV or NDJSON.
+    Export {
+        #[arg(long)]
+        dataset: String,
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Comma-separated column names (default: all exportable columns).
+        #[arg(long)]
+        columns: Option<String>,
+        /// Filter as JSON, e.g. '{"status": {"in": ["approved"]}}'.
+        #[arg(long)]
+        filter: Option<String>,
+        #[arg(long)]
+        chunk_rows: Option<u32>,
+        /// Webhook to call when the job finishes.
+        #[arg(long)]
+        webhook: Option<String>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Client {
+    pub fn new(base: String, key: String) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+        }
+    }
+
+    async fn json(&self, resp: reqwest::Response) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = body
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("no details");
+            let field = body.pointer("/error/field").and_then(Value::as_str);
+            match field {
+                Some(f) => bail!("the API answered {status}: {f}: {msg}"),
+                None => bail!("the API answered {status}: {msg}"),
+            }
+        }
+        Ok(body)
+    }
+
+    pub async fn submit(
+        &self,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .bearer_auth(&self.key)
+            .json(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("reaching the API at {}", self.base))?;
+        self.json(resp).await
+    }
+
+    pub async fn job(&self, id: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/jobs/{id}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| format!("reaching the API at {}", self.base))?;
+        self.json(resp).await
+    }
+
+    /// Polls the job until it is finished, drawing a progress bar; returns the last state.
+    pub async fn watch(&self, id: &str, quiet: bool) -> anyhow::Result<Value> {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg:>10} [{bar:40}] {pos}/{len} parts ({elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        loop {
+            let job = self.job(id).await?;
+            let status = job["status"].as_str().unwrap_or("?").to_owned();
+            let p = &job["progress"];
+            let finished = p["done"].as_u64().unwrap_or(0)
+                + p["failed"].as_u64().unwrap_or(0)
+                + p["skipped"].as_u64().unwrap_or(0);
+            bar.set_length(p["total"].as_u64().unwrap_or(0));
+            bar.set_position(finished);
+            bar.set_message(status.clone());
+            if matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+                bar.finish();
+                return Ok(job);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Downloads the result through its signed link; returns the bytes written.
+    pub async fn download(&self, id: &str, to: &PathBuf) -> anyhow::Result<u64> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/jobs/{id}/result", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| format!("reaching the API at {}", self.base))?;
+        if !resp.status().is_success() {
+            self.json(resp).await?;
+            bail!("the download failed");
+        }
+        let mut file = tokio::fs::File::create(to)
+            .await
+            .with_context(|| format!("creating {}", to.display()))?;
+        let mut stream = resp.bytes_stream();
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.context("reading the download")?;
+            n += chunk.len() as u64;
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(n)
+    }
+}
+
+pub fn export_body(cmd: &SubmitCommand) -> anyhow::Result<(Value, Option<String>)> {
+    let SubmitCommand::Export {
+        dataset,
+        format,
+        columns,
+        filter,
+        chunk_rows,
+        webhook,
+        idempotency_key,
+    } = cmd;
+    let mut export = json!({ "dataset": dataset, "format": format });
+    if let Some(c) = columns {
+        export["columns"] = json!(c.split(',').map(str::trim).collect::<Vec<_>>());
+    }
+    if let Some(f) = filter {
+        export["filter"] = serde_json::from_str(f).context("--filter is not valid JSON")?;
+    }
+    if let Some(n) = chunk_rows {
+        export["chunk_rows"] = json!(n);
+    }
+    let mut body = json!({ "kind": "export", "export": export });
+    if let Some(w) = webhook {
+        body["notify"] = json!({ "webhook_url": w });
+    }
+    Ok((body, idempotency_key.clone()))
+}

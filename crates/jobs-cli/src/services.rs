@@ -1,0 +1,96 @@
+//! Running the four services in one process (`offload up`, `offload demo`): each gets its
+//! context from one shared [`Runtime`], and all stop together.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use jobs_core::runtime::Runtime;
+use jobs_enqueuer::EnqueuerContext;
+use jobs_notifier::NotifierContext;
+use jobs_worker::{Registry, WorkerContext, WorkerSettings};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The running services.
+#[derive(Debug)]
+pub struct Services {
+    pub api_url: String,
+    pub runtime: Runtime,
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+}
+
+impl Services {
+    /// Starts API, enqueuer, worker and notifier. The API binds `listener`.
+    pub async fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let cfg = runtime.cfg.clone();
+        let mut tasks = JoinSet::new();
+
+        let api_url = format!("http://{}", listener.local_addr()?);
+        let state = jobs_api::state(
+            cfg.clone(),
+            runtime.store.clone(),
+            runtime.transport.clone(),
+            runtime.catalog.clone(),
+            runtime.blobs.clone(),
+            stop.clone(),
+        )
+        .await
+        .context("starting the API")?;
+        let api_stop = stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = jobs_api::run(state, listener, api_stop).await {
+                tracing::error!(error = %e, "the API stopped");
+            }
+        });
+
+        let enqueuer = Arc::new(EnqueuerContext {
+            store: runtime.store.clone(),
+            transport: runtime.transport.clone(),
+            queues: runtime.queues.clone(),
+            catalog: runtime.catalog.clone(),
+            max_delivery_count: cfg.queue.max_delivery_count,
+        });
+        tasks.spawn(jobs_enqueuer::run_until_stopped(enqueuer, stop.clone()));
+
+        let worker = Arc::new(WorkerContext {
+            store: runtime.store.clone(),
+            transport: runtime.transport.clone(),
+            queues: runtime.queues.clone(),
+            blobs: runtime.blobs.clone(),
+            catalog: runtime.catalog.clone(),
+            registry: Registry::with_builtins(),
+            settings: WorkerSettings::from_config(&cfg),
+        });
+        tasks.spawn(jobs_worker::run_until_stopped(worker, stop.clone()));
+
+        let notifier = Arc::new(NotifierContext {
+            store: runtime.store.clone(),
+            transport: runtime.transport.clone(),
+            queues: runtime.queues.clone(),
+            http: NotifierContext::http_client(cfg.notifier.timeout()),
+            schedule: cfg.notifier.retry_schedule(),
+            base_url: if cfg.api.public_url.is_empty() {
+                api_url.clone()
+            } else {
+                cfg.api.public_url.clone()
+            },
+        });
+        tasks.spawn(jobs_notifier::run_until_stopped(notifier, 4, stop.clone()));
+
+        Ok(Self {
+            api_url,
+            runtime,
+            tasks,
+            stop,
+        })
+    }
+
+    /// Stops every service, letting work in progress finish.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,75 @@
+//! What every service starts with: the pool, the job store, the transport with its queues
+//! ensured, the blob store and the dataset catalog — built once from the configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::blob::{BlobError, BlobStore};
+use crate::config::Config;
+use crate::dataset::Catalog;
+use crate::db::DbError;
+use crate::messages::Queues;
+use crate::queue::{PgTransport, PgTransportOptions, QueueError, QueueSpec, Transport};
+use crate::store::JobStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("starting the queue transport: {0}")]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("the database schema is not up to date; run `offload migrate` first ({0})")]
+    Schema(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub cfg: Arc<Config>,
+    pub pool: PgPool,
+    pub store: JobStore,
+    pub transport: Arc<PgTransport>,
+    pub queues: Queues,
+    pub blobs: BlobStore,
+    pub catalog: Arc<Catalog>,
+}
+
+impl Runtime {
+    pub async fn start(cfg: Arc<Config>) -> Result<Self, StartError> {
+        let pool = crate::db::connect(&cfg.database).await?;
+        let pending = crate::db::pending_migrations(&pool).await?;
+        if pending > 0 {
+            return Err(StartError::Schema(format!("{pending} migrations pending")));
+        }
+        let transport = Arc::new(
+            PgTransport::start(pool.clone(), PgTransportOptions::from_config(&cfg.queue)).await?,
+        );
+        let queues = Queues::default();
+        let default = |name| QueueSpec::from_config(name, &cfg.queue);
+        transport
+            .ensure_queue(&default(queues.jobs.clone()))
+            .await?;
+        transport
+            .ensure_queue(&default(queues.work.clone()))
+            .await?;
+        // One delivery per webhook attempt: the first plus one per scheduled retry.
+        let mut events = default(queues.events.clone());
+        events.max_delivery_count = cfg.notifier.retry_schedule_secs.len() as u32 + 1;
+        events.lock_duration = cfg.notifier.timeout() + Duration::from_secs(30);
+        transport.ensure_queue(&events).await?;
+        let blobs = BlobStore::from_config(&cfg.blob)?;
+        let catalog = Arc::new(Catalog::new(pool.clone(), cfg.datasets.clone()));
+        Ok(Self {
+            store: JobStore::new(pool.clone()),
+            pool,
+            transport,
+            queues,
+            blobs,
+            catalog,
+            cfg,
+        })
+    }
+}

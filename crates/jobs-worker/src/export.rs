@@ -1,0 +1,118 @@
+//! The export job's processor (one key range → one part file) and finalizer (parts → one
+//! result file).
+
+use async_trait::async_trait;
+use jobs_core::envelope::WorkItem;
+use jobs_core::export::assemble::{ExportResult, assemble, delete_parts};
+use jobs_core::export::part::{PartOutput, export_part};
+use jobs_core::export::{CHUNK, ExportSpec, FINALIZE, KeyRange};
+use jobs_core::process::ProcessError;
+use jobs_core::store::{ItemRecord, Job};
+use jobs_core::{JobKind, WorkKind};
+
+use crate::WorkerContext;
+use crate::registry::{Finalizer, Processor};
+
+/// The export parameters stored with the job. A job whose parameters do not parse cannot
+/// be processed by any retry.
+pub(crate) fn spec_of(job: &Job) -> Result<ExportSpec, ProcessError> {
+    let export = job
+        .params
+        .get("export")
+        .ok_or_else(|| ProcessError::fatal("the job has no export parameters"))?;
+    serde_json::from_value(export.clone())
+        .map_err(|e| ProcessError::fatal(format!("the job's export parameters are invalid: {e}")))
+}
+
+#[derive(Debug)]
+pub(crate) struct ExportChunk;
+
+#[async_trait]
+impl Processor for ExportChunk {
+    fn kind(&self) -> WorkKind {
+        CHUNK
+    }
+
+    async fn process(
+        &self,
+        ctx: &WorkerContext,
+        job: &Job,
+        item: &WorkItem,
+    ) -> Result<serde_json::Value, ProcessError> {
+        let spec = spec_of(job)?;
+        let range: KeyRange = serde_json::from_value(item.payload.clone())
+            .map_err(|e| ProcessError::fatal(format!("the item's key range is invalid: {e}")))?;
+        let ds = ctx.catalog.get(&spec.dataset).await.map_err(|e| match e {
+            jobs_core::dataset::CatalogError::Db(e) => ProcessError::retryable(e.to_string()),
+            other => ProcessError::fatal(other.to_string()),
+        })?;
+        let out = export_part(
+            &ctx.store.pool().clone(),
+            &ctx.blobs,
+            &ds,
+            &spec,
+            job.id,
+            item.seq,
+            &range,
+        )
+        .await
+        .map_err(|e| {
+            if e.is_retryable() {
+                ProcessError::retryable(e.to_string())
+            } else {
+                ProcessError::fatal(e.to_string())
+            }
+        })?;
+        tracing::debug!(rows = out.rows, bytes = out.bytes, "part exported");
+        serde_json::to_value(out).map_err(|e| ProcessError::fatal(e.to_string()))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ExportFinalizer;
+
+fn parts(items: &[ItemRecord]) -> Result<Vec<PartOutput>, ProcessError> {
+    items
+        .iter()
+        .map(|i| {
+            let output = i.output.clone().ok_or_else(|| {
+                ProcessError::fatal(format!("part {} has no recorded output", i.item.seq))
+            })?;
+            serde_json::from_value(output).map_err(|e| {
+                ProcessError::fatal(format!("part {} output is invalid: {e}", i.item.seq))
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Finalizer for ExportFinalizer {
+    fn job_kind(&self) -> JobKind {
+        JobKind::EXPORT
+    }
+
+    fn finalize_kind(&self) -> WorkKind {
+        FINALIZE
+    }
+
+    async fn finalize(
+        &self,
+        ctx: &WorkerContext,
+        job: &Job,
+        items: &[ItemRecord],
+    ) -> Result<serde_json::Value, ProcessError> {
+        let spec = spec_of(job)?;
+        let parts = parts(items)?;
+        let result: ExportResult = assemble(&ctx.blobs, job.id, spec.format, &parts)
+            .await
+            .map_err(|e| ProcessError::retryable(e.to_string()))?;
+        tracing::info!(rows = result.rows, bytes = result.bytes, "export assembled");
+        serde_json::to_value(result).map_err(|e| ProcessError::fatal(e.to_string()))
+    }
+
+    async fn cleanup(&self, ctx: &WorkerContext, _job: &Job, items: &[ItemRecord]) {
+        if let Ok(parts) = parts(items) {
+            delete_parts(&ctx.blobs, &parts).await;
+        }
+    }
+}

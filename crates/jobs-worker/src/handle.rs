@@ -1,0 +1,380 @@
+//! Dealing with one received work message, start to finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobs_core::envelope::{TraceContext, WorkItem};
+use jobs_core::messages::JobMessage;
+use jobs_core::process::{ProcessError, backoff};
+use jobs_core::queue::{MAX_DELIVERY_REASON, QueueError, ReceivedMessage};
+use jobs_core::store::{Completion, ItemOutcome, Job};
+use jobs_core::{JobId, JobStatus};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{WorkerContext, WorkerError};
+
+/// Deals with one received message completely: process, record, settle.
+pub async fn process_message(ctx: &WorkerContext, msg: ReceivedMessage) -> Result<(), WorkerError> {
+    let item = match WorkItem::decode(&msg.body) {
+        Ok(item) => item,
+        Err(e) => {
+            tracing::warn!(message_id = %msg.message_id, error = %e, "dead-lettering a malformed work message");
+            return settle(
+                ctx,
+                ctx.transport
+                    .dead_letter(
+                        &ctx.queues.work,
+                        &msg.lock,
+                        "MalformedEnvelope",
+                        &e.to_string(),
+                    )
+                    .await,
+            );
+        }
+    };
+    let span = tracing::info_span!(
+        "work_item",
+        job_id = %item.job_id,
+        seq = item.seq,
+        kind = %item.kind,
+        delivery = msg.delivery_count,
+        correlation_id = %item.correlation_id,
+    );
+    item.trace.attach_to(&span);
+    handle(ctx, &msg, &item).instrument(span).await
+}
+
+/// A settle call whose lock was lost is not an error of this worker: the message will be
+/// delivered again and handled then (every step is idempotent).
+fn settle(_ctx: &WorkerContext, r: Result<(), QueueError>) -> Result<(), WorkerError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(QueueError::LockLost { sequence }) => {
+            tracing::info!(
+                sequence,
+                "lock lost before settling; the message will come back"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn handle(
+    ctx: &WorkerContext,
+    msg: &ReceivedMessage,
+    item: &WorkItem,
+) -> Result<(), WorkerError> {
+    let queue = &ctx.queues.work;
+    let job = match ctx.store.get_any(item.job_id).await {
+        Ok(job) => job,
+        Err(jobs_core::store::StoreError::UnknownJob(id)) => {
+            let why = format!("job {id} does not exist");
+            return settle(
+                ctx,
+                ctx.transport
+                    .dead_letter(queue, &msg.lock, "UnknownJob", &why)
+                    .await,
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    if let Some(finalizer) = ctx.registry.finalizer(&item.kind) {
+        let finalizer = finalizer.clone();
+        return finalize(ctx, msg, item, &job, finalizer.as_ref()).await;
+    }
+
+    if matches!(job.status, JobStatus::Cancelling | JobStatus::Cancelled) {
+        let c = ctx
+            .store
+            .complete_item(job.id, item.seq, &ItemOutcome::Skipped)
+            .await?;
+        after_completion(ctx, &job, &c, &item.trace).await?;
+        return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
+    }
+    if job.status.is_terminal() {
+        // Nothing left to do for a finished job (a very late redelivery).
+        return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
+    }
+
+    let Some(processor) = ctx.registry.processor(&item.kind).cloned() else {
+        let why = format!("no processor is registered for kind `{}`", item.kind);
+        return fail_item(ctx, msg, item, &job, "UnknownKind", &why).await;
+    };
+
+    let result = with_lock_renewal(ctx, msg, processor.process(ctx, &job, item)).await;
+    match result {
+        Ok(output) => {
+            let c = ctx
+                .store
+                .complete_item(job.id, item.seq, &ItemOutcome::Done { output })
+                .await?;
+            after_completion(ctx, &job, &c, &item.trace).await?;
+            settle(ctx, ctx.transport.complete(queue, &msg.lock).await)
+        }
+        Err(ProcessError::Fatal { reason }) => {
+            tracing::warn!(%reason, "work item failed for good");
+            fail_item(ctx, msg, item, &job, "Fatal", &reason).await
+        }
+        Err(ProcessError::Retryable {
+            reason,
+            retry_after,
+        }) => {
+            if msg.delivery_count >= ctx.settings.max_delivery_count {
+                tracing::warn!(%reason, "work item failed on its last permitted delivery");
+                let why = format!("gave up after {} deliveries: {reason}", msg.delivery_count);
+                return fail_item(ctx, msg, item, &job, MAX_DELIVERY_REASON, &why).await;
+            }
+            let delay = retry_after.unwrap_or_else(|| {
+                backoff(
+                    msg.delivery_count,
+                    ctx.settings.retry_base,
+                    ctx.settings.retry_cap,
+                )
+            });
+            tracing::info!(%reason, ?delay, "work item will be retried");
+            ctx.store.record_attempt(job.id, item.seq, &reason).await?;
+            settle(ctx, ctx.transport.abandon(queue, &msg.lock, delay).await)
+        }
+    }
+}
+
+/// Counts the item failed and dead-letters its message with the reason.
+async fn fail_item(
+    ctx: &WorkerContext,
+    msg: &ReceivedMessage,
+    item: &WorkItem,
+    job: &Job,
+    reason: &str,
+    description: &str,
+) -> Result<(), WorkerError> {
+    let outcome = ItemOutcome::Failed {
+        reason: description.to_owned(),
+    };
+    let c = ctx.store.complete_item(job.id, item.seq, &outcome).await?;
+    after_completion(ctx, job, &c, &item.trace).await?;
+    settle(
+        ctx,
+        ctx.transport
+            .dead_letter(&ctx.queues.work, &msg.lock, reason, description)
+            .await,
+    )
+}
+
+/// The follow-up of a completion: a job now `finalizing` gets its finalize message, a job
+/// now `cancelled` its finished event. Both are sent whenever the job is in that status,
+/// not only by the completion that moved it there, because a crash between the store's
+/// commit and the send must be repaired by the redelivery (duplicate detection drops
+/// repeats).
+async fn after_completion(
+    ctx: &WorkerContext,
+    job: &Job,
+    c: &Completion,
+    trace: &TraceContext,
+) -> Result<(), WorkerError> {
+    match c.job_status {
+        JobStatus::Finalizing => {
+            let Some(finalizer) = ctx.registry.finalizer_for_job(&job.kind) else {
+                let why = format!("no finalizer is registered for job kind `{}`", job.kind);
+                ctx.store.fail(job.id, &why).await?;
+                return announce(ctx, job.id, JobStatus::Failed, trace).await;
+            };
+            let finalize = WorkItem {
+                job_id: job.id,
+                seq: c.progress.total.unwrap_or(0),
+                kind: finalizer.finalize_kind(),
+                payload: serde_json::json!({}),
+                correlation_id: job.id.to_string(),
+                trace: trace.clone(),
+            };
+            let out = finalize
+                .to_message()
+                .map_err(|e| QueueError::InvalidMessage {
+                    message_id: finalize.message_id(),
+                    problem: e.to_string(),
+                })?;
+            ctx.transport.send(&ctx.queues.work, &[out]).await?;
+        }
+        JobStatus::Cancelled => announce(ctx, job.id, JobStatus::Cancelled, trace).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Sends the job's finished event to the notifier.
+pub(crate) async fn announce(
+    ctx: &WorkerContext,
+    job_id: JobId,
+    status: JobStatus,
+    trace: &TraceContext,
+) -> Result<(), WorkerError> {
+    let event = JobMessage::Finished {
+        job_id,
+        status,
+        trace: trace.clone(),
+    };
+    ctx.transport
+        .send(&ctx.queues.events, &[event.to_message()])
+        .await?;
+    Ok(())
+}
+
+async fn finalize(
+    ctx: &WorkerContext,
+    msg: &ReceivedMessage,
+    item: &WorkItem,
+    job: &Job,
+    finalizer: &dyn crate::Finalizer,
+) -> Result<(), WorkerError> {
+    let queue = &ctx.queues.work;
+    match job.status {
+        JobStatus::Finalizing => {}
+        // Already finished (a redelivered finalize): repeat the announcement and clean-up.
+        JobStatus::Succeeded | JobStatus::Failed => {
+            announce(ctx, job.id, job.status, &item.trace).await?;
+            if job.status == JobStatus::Succeeded {
+                let items = ctx.store.items(job.id).await?;
+                finalizer.cleanup(ctx, job, &items).await;
+            }
+            return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
+        }
+        _ => return settle(ctx, ctx.transport.complete(queue, &msg.lock).await),
+    }
+    let items = ctx.store.items(job.id).await?;
+    let failed: Vec<_> = items.iter().filter(|i| i.status == "failed").collect();
+    if let Some(first) = failed.first() {
+        let why = format!(
+            "{} of {} parts failed; part {}: {}",
+            failed.len(),
+            items.len(),
+            first.item.seq,
+            first.last_error.as_deref().unwrap_or("no reason recorded")
+        );
+        ctx.store.fail(job.id, &why).await?;
+        announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
+        return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
+    }
+    match with_lock_renewal(ctx, msg, finalizer.finalize(ctx, job, &items)).await {
+        Ok(result) => {
+            ctx.store.succeed(job.id, &result).await?;
+            announce(ctx, job.id, JobStatus::Succeeded, &item.trace).await?;
+            finalizer.cleanup(ctx, job, &items).await;
+            settle(ctx, ctx.transport.complete(queue, &msg.lock).await)
+        }
+        Err(ProcessError::Retryable {
+            reason,
+            retry_after,
+        }) if msg.delivery_count < ctx.settings.max_delivery_count => {
+            let delay = retry_after.unwrap_or_else(|| {
+                backoff(
+                    msg.delivery_count,
+                    ctx.settings.retry_base,
+                    ctx.settings.retry_cap,
+                )
+            });
+            tracing::info!(%reason, ?delay, "finalization will be retried");
+            settle(ctx, ctx.transport.abandon(queue, &msg.lock, delay).await)
+        }
+        Err(e) => {
+            let why = format!("finalization failed: {}", e.reason());
+            ctx.store.fail(job.id, &why).await?;
+            announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
+            settle(
+                ctx,
+                ctx.transport
+                    .dead_letter(queue, &msg.lock, "FinalizeFailed", &why)
+                    .await,
+            )
+        }
+    }
+}
+
+/// Runs `work` while renewing the message's lock every half lock duration.
+async fn with_lock_renewal<T>(
+    ctx: &WorkerContext,
+    msg: &ReceivedMessage,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let every = (ctx.settings.lock_duration / 2).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                if let Err(e) = ctx.transport.renew_lock(&ctx.queues.work, &msg.lock).await {
+                    tracing::warn!(error = %e, "renewing the lock failed; the item may be delivered again");
+                }
+            }
+        }
+    }
+}
+
+/// Items whose message reached the dead-letter queue by itself (the lock expired on its
+/// last permitted delivery, say because the worker died) were never counted: this counts
+/// them failed so their job can still finish. Runs every 30 s; idempotent.
+pub(crate) async fn sweep_dead_letters_until_stopped(
+    ctx: Arc<WorkerContext>,
+    shutdown: CancellationToken,
+) {
+    let mut after = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match sweep_once(&ctx, after).await {
+            Ok(last) => after = last.or(after),
+            Err(e) => tracing::warn!(error = %e, "sweeping dead letters failed"),
+        }
+    }
+}
+
+/// One pass over dead letters after sequence `after`; returns the last sequence seen.
+pub async fn sweep_once(
+    ctx: &WorkerContext,
+    mut after: Option<i64>,
+) -> Result<Option<i64>, WorkerError> {
+    loop {
+        let page = ctx
+            .transport
+            .peek_dead_letters(&ctx.queues.work, after, 500)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(after);
+        };
+        after = Some(last.sequence);
+        for dead in &page {
+            if dead.reason != MAX_DELIVERY_REASON {
+                continue;
+            }
+            let Ok(item) = WorkItem::decode(&dead.body) else {
+                continue;
+            };
+            if ctx.registry.finalizer(&item.kind).is_some() {
+                continue;
+            }
+            let job = match ctx.store.get_any(item.job_id).await {
+                Ok(job) => job,
+                Err(jobs_core::store::StoreError::UnknownJob(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let why = format!("dead-lettered after {} deliveries", dead.delivery_count);
+            match ctx
+                .store
+                .complete_item(job.id, item.seq, &ItemOutcome::Failed { reason: why })
+                .await
+            {
+                Ok(c) => after_completion(ctx, &job, &c, &item.trace).await?,
+                Err(jobs_core::store::StoreError::UnknownItem { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if page.len() < 500 {
+            return Ok(after);
+        }
+    }
+}
