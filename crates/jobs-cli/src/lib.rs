@@ -15,7 +15,7 @@ use jobs_core::runtime::Runtime;
 use jobs_core::{Config, TenantId};
 use secrecy::ExposeSecret;
 
-pub use services::Services;
+pub use services::{Parts, Services};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -12,6 +12,22 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Which services to run (all of them, normally; tests start some later).
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    pub enqueuer: bool,
+    pub worker: bool,
+    pub notifier: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts {
+        enqueuer: true,
+        worker: true,
+        notifier: true,
+    };
+}
+
 /// The running services.
 #[derive(Debug)]
 pub struct Services {
@@ -24,6 +40,15 @@ pub struct Services {
 impl Services {
     /// Starts API, enqueuer, worker and notifier. The API binds `listener`.
     pub async fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<Self> {
+        Self::start_parts(runtime, listener, Parts::ALL).await
+    }
+
+    /// Starts the API and the chosen other services.
+    pub async fn start_parts(
+        runtime: Runtime,
+        listener: TcpListener,
+        parts: Parts,
+    ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let cfg = runtime.cfg.clone();
         let mut tasks = JoinSet::new();
@@ -53,7 +78,9 @@ impl Services {
             catalog: runtime.catalog.clone(),
             max_delivery_count: cfg.queue.max_delivery_count,
         });
-        tasks.spawn(jobs_enqueuer::run_until_stopped(enqueuer, stop.clone()));
+        if parts.enqueuer {
+            tasks.spawn(jobs_enqueuer::run_until_stopped(enqueuer, stop.clone()));
+        }
 
         let worker = Arc::new(WorkerContext {
             store: runtime.store.clone(),
@@ -64,7 +91,9 @@ impl Services {
             registry: Registry::with_builtins(),
             settings: WorkerSettings::from_config(&cfg),
         });
-        tasks.spawn(jobs_worker::run_until_stopped(worker, stop.clone()));
+        if parts.worker {
+            tasks.spawn(jobs_worker::run_until_stopped(worker, stop.clone()));
+        }
 
         let notifier = Arc::new(NotifierContext {
             store: runtime.store.clone(),
@@ -78,7 +107,9 @@ impl Services {
                 cfg.api.public_url.clone()
             },
         });
-        tasks.spawn(jobs_notifier::run_until_stopped(notifier, 4, stop.clone()));
+        if parts.notifier {
+            tasks.spawn(jobs_notifier::run_until_stopped(notifier, 4, stop.clone()));
+        }
 
         Ok(Self {
             api_url,

@@ -242,7 +242,9 @@ mod tests {
         assert_eq!(read, 15 * 1024 * 1024);
         blobs.delete("a/b.csv").await.unwrap();
         blobs.delete("a/b.csv").await.unwrap();
-        let Err(err) = blobs.read("a/b.csv").await else { panic!("a deleted object was read") };
+        let Err(err) = blobs.read("a/b.csv").await else {
+            panic!("a deleted object was read")
+        };
         let err = err.to_string();
         assert!(err.contains("a/b.csv"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();

@@ -31,6 +31,8 @@ pub mod runtime;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::Config;
 pub use id::{JobId, TenantId};

@@ -179,11 +179,17 @@ async fn plan_job(
                 PlanOutcome::Started => plan,
                 PlanOutcome::StartedEmpty => Vec::new(),
                 PlanOutcome::NotPlanning(JobStatus::Running) => recorded(ctx, job).await?,
+                PlanOutcome::NotPlanning(JobStatus::Cancelling) => {
+                    return cancel_unplanned(ctx, job, trace).await;
+                }
                 PlanOutcome::NotPlanning(_) => return Ok(()),
             }
         }
         // A redelivered request: re-send exactly the recorded items.
         JobStatus::Running => recorded(ctx, job).await?,
+        JobStatus::Cancelling if job.progress.total.is_none() => {
+            return cancel_unplanned(ctx, job, trace).await;
+        }
         _ => return Ok(()),
     };
     tracing::info!(items = items.len(), "plan recorded; sending items");
@@ -224,6 +230,32 @@ async fn plan_job(
             .send(&ctx.queues.work, batch)
             .await
             .map_err(|e| PlanError::Retryable(format!("sending items: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A job cancelled before its plan was recorded: no item exists to complete it, so it
+/// ends here.
+async fn cancel_unplanned(
+    ctx: &EnqueuerContext,
+    job: &Job,
+    trace: &TraceContext,
+) -> Result<(), PlanError> {
+    let moved = ctx
+        .store
+        .transition(job.id, JobStatus::Cancelled)
+        .await
+        .map_err(|e| PlanError::Retryable(e.to_string()))?;
+    if moved.is_some() {
+        let event = JobMessage::Finished {
+            job_id: job.id,
+            status: JobStatus::Cancelled,
+            trace: trace.clone(),
+        };
+        ctx.transport
+            .send(&ctx.queues.events, &[event.to_message()])
+            .await
+            .map_err(|e| PlanError::Retryable(e.to_string()))?;
     }
     Ok(())
 }

@@ -1,0 +1,207 @@
+//! Test support (feature `testing`): one fresh Postgres database per test, cloned from a
+//! template that has the migrations applied (a `CREATE DATABASE … TEMPLATE`, not a migration
+//! run per test), dropped again when the test ends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+
+use crate::config::{Config, DEFAULTS};
+use crate::queue::{PgTransport, PgTransportOptions};
+
+/// A database of its own for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    pub pool: PgPool,
+    /// The URL of this database.
+    pub url: String,
+    name: String,
+    admin: PgConnectOptions,
+}
+
+/// The configured server (OFFLOAD__DATABASE__URL overrides the default), and its URL.
+fn server() -> (PgConnectOptions, String) {
+    let cfg = Config::load(None).expect("test configuration");
+    let url = cfg.database.url.expose_secret().to_owned();
+    let opts = PgConnectOptions::from_str(&url).expect("database.url");
+    (opts.database("postgres"), url)
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{db}?{q}"),
+        None => format!("{host_part}/{db}"),
+    }
+}
+
+fn template_name() -> String {
+    let mut h = Sha256::new();
+    for m in crate::db::MIGRATOR.iter() {
+        h.update(m.version.to_le_bytes());
+        h.update(&m.checksum);
+    }
+    let digest = h.finalize();
+    format!(
+        "offload_tpl_{:x}",
+        u64::from_be_bytes(digest[..8].try_into().unwrap())
+    )
+}
+
+async fn ensure_template(admin: &PgConnectOptions) -> String {
+    let name = template_name();
+    let mut conn = PgConnection::connect_with(admin)
+        .await
+        .expect("cannot reach the test Postgres; run the README's test command, which starts one");
+    // Serialize template creation across concurrently starting test processes.
+    conn.execute("SELECT pg_advisory_lock(7243091)")
+        .await
+        .unwrap();
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    if !exists {
+        // Templates of earlier schema versions are of no use any more.
+        let old: Vec<String> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'offload\\_tpl\\_%'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for db in old {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+                .await;
+        }
+        let building = format!("{name}_building");
+        conn.execute(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+        conn.execute(format!("CREATE DATABASE {building}").as_str())
+            .await
+            .unwrap();
+        let mut tpl = PgConnection::connect_with(&admin.clone().database(&building))
+            .await
+            .unwrap();
+        crate::db::MIGRATOR
+            .run(&mut tpl)
+            .await
+            .expect("migrations apply");
+        tpl.close().await.unwrap();
+        conn.execute(format!("ALTER DATABASE {building} RENAME TO {name}").as_str())
+            .await
+            .unwrap();
+    }
+    conn.execute("SELECT pg_advisory_unlock(7243091)")
+        .await
+        .unwrap();
+    name
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let (admin, server_url) = server();
+        let template = ensure_template(&admin).await;
+        let name = format!("offload_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect_with(&admin).await.unwrap();
+        conn.execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let pool = PgPoolOptions::new()
+            .max_connections(40)
+            .acquire_timeout(Duration::from_secs(20))
+            .connect_with(admin.clone().database(&name))
+            .await
+            .unwrap();
+        Self {
+            pool,
+            url: with_database(&server_url, &name),
+            name,
+            admin,
+        }
+    }
+
+    /// The Postgres transport on this database, polling every 50 ms, maintenance off.
+    pub async fn transport(&self, listen_notify: bool) -> Arc<PgTransport> {
+        let opts = PgTransportOptions {
+            listen_notify,
+            poll_interval: Duration::from_millis(50),
+            maintenance_interval: Duration::from_secs(3600),
+            vacuum_dead_rows: 0,
+        };
+        Arc::new(PgTransport::start(self.pool.clone(), opts).await.unwrap())
+    }
+
+    /// The default configuration pointed at this database, with `toml` layered on top.
+    pub fn config(&self, toml: &str) -> Config {
+        Config::from_figment(
+            Figment::from(Toml::string(DEFAULTS))
+                .merge(Toml::string(toml))
+                .merge(Serialized::default("database.url", &self.url)),
+        )
+        .expect("test configuration")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Dropping happens outside async context: use a thread with its own runtime.
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                    let _ = conn
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_names_are_swapped_in_urls() {
+        use super::with_database as w;
+        assert_eq!(
+            w("postgres://u@h:5432/offload", "t1"),
+            "postgres://u@h:5432/t1"
+        );
+        assert_eq!(
+            w("postgres://u@h/offload?sslmode=disable", "t1"),
+            "postgres://u@h/t1?sslmode=disable"
+        );
+        assert_eq!(
+            w("postgres://u@localhost/offload?host=/run/pg", "t1"),
+            "postgres://u@localhost/t1?host=/run/pg"
+        );
+        assert_eq!(w("postgres://u@h:5432", "t1"), "postgres://u@h:5432/t1");
+    }
+}
