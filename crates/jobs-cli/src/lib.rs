@@ -2,7 +2,7 @@
 //! a client for the API (`submit`, `watch`, `download`), tenants, and queue inspection.
 
 mod client;
-mod demo;
+pub mod demo;
 mod queue;
 mod services;
 
@@ -31,6 +31,13 @@ pub struct Cli {
     pub api: client::ApiArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// `offload up` is a server: it logs like one.
+    pub fn runs_services_in_foreground(&self) -> bool {
+        matches!(self.command, Command::Up)
+    }
 }
 
 #[derive(Debug, Subcommand)]

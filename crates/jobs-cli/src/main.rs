@@ -10,13 +10,20 @@ use jobs_core::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load(cli.config.as_deref()) {
+    let mut cfg = match Config::load(cli.config.as_deref()) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("offload: {e}");
             return ExitCode::from(2);
         }
     };
+    // Interactive commands print their own output; service logs would bury it unless the
+    // operator asked for them.
+    if !cli.runs_services_in_foreground()
+        && cfg.telemetry.log_filter == jobs_core::config::DEFAULT_LOG_FILTER
+    {
+        cfg.telemetry.log_filter = "warn".into();
+    }
     let _telemetry = match jobs_core::telemetry::init(&cfg.telemetry) {
         Ok(guard) => guard,
         Err(e) => {

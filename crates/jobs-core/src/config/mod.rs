@@ -18,6 +18,10 @@ use serde::Deserialize;
 /// The embedded defaults, also the reference documentation of every key.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
+/// The default of `telemetry.log_filter` (as in `defaults.toml`), so that interactive tools
+/// can tell whether the operator chose a filter.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
+
 pub use services::{
     ApiConfig, AuthConfig, BlobBackend, BlobConfig, DatasetConfig, Datasets, DownloadConfig,
     ExportConfig, NotifierConfig, WorkerConfig, is_identifier, is_table_name,
@@ -317,6 +321,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let cfg = Config::from_figment(defaults()).unwrap();
+        assert_eq!(cfg.telemetry.log_filter, DEFAULT_LOG_FILTER);
         assert_eq!(cfg.queue.transport, TransportKind::Postgres);
         assert_eq!(cfg.queue.lock_duration(), Duration::from_secs(60));
     }
