@@ -77,6 +77,7 @@ impl Services {
             queues: runtime.queues.clone(),
             catalog: runtime.catalog.clone(),
             max_delivery_count: cfg.queue.max_delivery_count,
+            exact_plan_max_rows: cfg.export.exact_plan_max_rows,
         });
         if parts.enqueuer {
             tasks.spawn(jobs_enqueuer::run_until_stopped(enqueuer, stop.clone()));

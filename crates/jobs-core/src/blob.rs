@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, WriteMultipart};
@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{BlobBackend, BlobConfig};
 
+/// Size of each ranged read.
+const READ_BYTES: u64 = 4 * 1024 * 1024;
 /// Size of each uploaded part.
 const PART_BYTES: usize = 8 * 1024 * 1024;
 /// Parts in flight per writer: memory per writer stays under PART_BYTES * (this + 1).
@@ -109,25 +111,32 @@ impl BlobStore {
         })
     }
 
-    /// The object's bytes as a stream of chunks.
+    /// The object's bytes as a stream of chunks of up to 4 MiB, each one ranged read (one
+    /// system call on the local filesystem, one GET against a cloud store), so reading a
+    /// large object costs few round trips and holds at most one chunk.
     pub async fn read(
         &self,
         path: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        let size = self.size(path).await?;
+        let store = self.store.clone();
         let owned = path.to_owned();
-        let got = self
-            .store
-            .get(&Path::from(path))
-            .await
-            .map_err(|source| BlobError::Io {
-                path: owned.clone(),
-                source,
-            })?;
-        Ok(got
-            .into_stream()
-            .map_err(move |source| BlobError::Io {
-                path: owned.clone(),
-                source,
+        let location = Path::from(path);
+        let ranges = (0..size)
+            .step_by(READ_BYTES as usize)
+            .map(move |start| start..(start + READ_BYTES).min(size));
+        Ok(futures::stream::iter(ranges)
+            .then(move |range| {
+                let (store, location, owned) = (store.clone(), location.clone(), owned.clone());
+                async move {
+                    store
+                        .get_range(&location, range)
+                        .await
+                        .map_err(|source| BlobError::Io {
+                            path: owned,
+                            source,
+                        })
+                }
             })
             .boxed())
     }

@@ -153,14 +153,15 @@ impl TestDb {
         Arc::new(PgTransport::start(self.pool.clone(), opts).await.unwrap())
     }
 
-    /// The default configuration pointed at this database, with `toml` layered on top.
-    pub fn config(&self, toml: &str) -> Config {
-        Config::from_figment(
-            Figment::from(Toml::string(DEFAULTS))
-                .merge(Toml::string(toml))
-                .merge(Serialized::default("database.url", &self.url)),
-        )
-        .expect("test configuration")
+    /// The default configuration pointed at this database, with TOML `layers` on top (later
+    /// layers win).
+    pub fn config(&self, layers: &[&str]) -> Config {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        for layer in layers {
+            figment = figment.merge(Toml::string(layer));
+        }
+        Config::from_figment(figment.merge(Serialized::default("database.url", &self.url)))
+            .expect("test configuration")
     }
 }
 

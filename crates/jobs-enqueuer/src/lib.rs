@@ -32,6 +32,8 @@ pub struct EnqueuerContext {
     /// The jobs queue's max delivery count: a plan that keeps failing for transient reasons
     /// fails the job on its last delivery.
     pub max_delivery_count: u32,
+    /// Tables up to this many rows are planned at exact boundaries, larger ones by sampling.
+    pub exact_plan_max_rows: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -301,7 +303,7 @@ async fn make_plan(ctx: &EnqueuerContext, job: &Job) -> Result<Vec<PlannedItem>,
         CatalogError::Db(e) => PlanError::Retryable(e.to_string()),
         other => PlanError::Fatal(other.to_string()),
     })?;
-    export::plan::plan(ctx.store.pool(), &ds, &spec)
+    export::plan::plan(ctx.store.pool(), &ds, &spec, ctx.exact_plan_max_rows)
         .await
         .map_err(|e| {
             if is_permanent(&e) {

@@ -43,6 +43,46 @@ async fn csv_export_is_byte_identical_to_copy_across_many_parts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_from_a_page_sample_still_covers_every_row_once() {
+    // Any table over 100 rows is planned from a sample here.
+    let stack = Stack::start(Parts::ALL, "[export]\nexact_plan_max_rows = 100").await;
+    let id = stack
+        .submit(json!({"dataset": "things", "chunk_rows": 300}))
+        .await;
+    let job = stack.finished(&id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let parts = job["progress"]["total"].as_u64().unwrap();
+    assert!(
+        (6..=16).contains(&parts),
+        "3000 rows in parts of ~300 made {parts} parts"
+    );
+    let expected = stack
+        .copy_out(
+            &format!("SELECT {THINGS_COLUMNS} FROM public.things ORDER BY id"),
+            "FORMAT csv, HEADER",
+        )
+        .await;
+    assert!(stack.download(&id).await == expected);
+    // The sampled boundaries keep parts near the requested size.
+    let items = stack
+        .runtime()
+        .store
+        .items(id.parse().unwrap())
+        .await
+        .unwrap();
+    let rows: Vec<u64> = items
+        .iter()
+        .map(|i| i.output.as_ref().unwrap()["rows"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rows.iter().sum::<u64>(), 3000);
+    assert!(
+        rows.iter().all(|r| *r <= 900),
+        "an unbalanced part: {rows:?}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_and_column_choice_match_the_same_sql() {
     let stack = Stack::start(Parts::ALL, "").await;
     let id = stack

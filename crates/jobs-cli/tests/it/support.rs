@@ -12,7 +12,7 @@ pub const KEY: &str = "test-key";
 
 /// The test configuration: small chunks, fast polling, a retry schedule of seconds, a
 /// `things` dataset on the tricky table.
-pub fn toml(blob_root: &std::path::Path, extra: &str) -> String {
+pub fn toml(blob_root: &std::path::Path) -> String {
     format!(
         r#"
 [auth]
@@ -36,7 +36,6 @@ table = "public.things"
 key = "id"
 columns = ["id", "label", "note", "amount", "happened_at", "flag"]
 filterable = ["label", "amount", "happened_at", "flag"]
-{extra}
 "#,
         blob_root.display()
     )
@@ -55,7 +54,7 @@ impl Stack {
         let db = TestDb::new().await;
         tricky_table(&db.pool, 3000).await;
         let blob_root = std::env::temp_dir().join(format!("offload-it-{}", uuid::Uuid::new_v4()));
-        let cfg = std::sync::Arc::new(db.config(&toml(&blob_root, extra_toml)));
+        let cfg = std::sync::Arc::new(db.config(&[&toml(&blob_root), extra_toml]));
         let runtime = Runtime::start(cfg).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let services = Services::start_parts(runtime, listener, parts)

@@ -57,6 +57,7 @@ pub struct ExportConfig {
     pub default_chunk_rows: u32,
     pub min_chunk_rows: u32,
     pub max_chunk_rows: u32,
+    pub exact_plan_max_rows: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -365,6 +365,7 @@ mod tests {
             default_chunk_rows: 100,
             min_chunk_rows: 10,
             max_chunk_rows: 1000,
+            exact_plan_max_rows: 1000,
         }
     }
 

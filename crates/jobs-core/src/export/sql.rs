@@ -141,6 +141,27 @@ pub fn boundaries(ds: &Dataset, spec: &ExportSpec) -> Bound {
     }
 }
 
+/// The keys of a random sample of the filtered rows, in key order: `TABLESAMPLE SYSTEM`
+/// reads `$1` percent of the table's pages (`REPEATABLE`, so a re-plan samples the same
+/// pages). For large tables, where numbering every key costs seconds.
+pub fn sampled_keys(ds: &Dataset, spec: &ExportSpec) -> Bound {
+    let mut c = Conditions::new(ds);
+    c.filters(spec);
+    let sql = format!(
+        // The alias matters: `ORDER BY "id"` would otherwise sort by the text output column
+        // of the same name, not by the key.
+        "SELECT {key}::text AS sampled_key FROM {table} TABLESAMPLE SYSTEM ($1) REPEATABLE (7)
+         WHERE {cond} ORDER BY {key}",
+        key = ds.key.sql,
+        table = ds.table_sql,
+        cond = c.where_sql(),
+    );
+    Bound {
+        sql,
+        values: c.values,
+    }
+}
+
 /// The `COPY … TO STDOUT` of one part, in key order. CSV parts are exactly what
 /// `COPY (query) TO STDOUT WITH (FORMAT csv)` prints, with the header on the first part
 /// only, so the result is the parts concatenated. NDJSON is one `row_to_json` document per
