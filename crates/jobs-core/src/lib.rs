@@ -28,6 +28,7 @@ pub mod messages;
 pub mod process;
 pub mod queue;
 pub mod runtime;
+pub mod service;
 pub mod status;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,21 @@
+//! `jobs-worker`: processes work items until SIGTERM, finishing the ones in progress.
+
+use std::sync::Arc;
+
+use jobs_worker::{Registry, WorkerContext, WorkerSettings};
+
+fn main() -> std::process::ExitCode {
+    jobs_core::service::main("jobs-worker", |rt, stop| async move {
+        let ctx = Arc::new(WorkerContext {
+            settings: WorkerSettings::from_config(&rt.cfg),
+            store: rt.store,
+            transport: rt.transport,
+            queues: rt.queues,
+            blobs: rt.blobs,
+            catalog: rt.catalog,
+            registry: Registry::with_builtins(),
+        });
+        jobs_worker::run_until_stopped(ctx, stop).await;
+        Ok(())
+    })
+}
