@@ -93,7 +93,7 @@ pub async fn submit(
             CheckError::Invalid(i) => i.into(),
             CheckError::Db(e) => ApiError::internal(e),
         })?;
-    let notify = parse_notify(obj.get("notify"))?;
+    let notify = parse_notify(obj.get("notify"), state.cfg.notifier.allow_private_networks)?;
 
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
@@ -170,7 +170,7 @@ pub async fn submit(
     })
 }
 
-fn parse_notify(notify: Option<&Value>) -> Result<Option<Value>, ApiError> {
+fn parse_notify(notify: Option<&Value>, allow_private: bool) -> Result<Option<Value>, ApiError> {
     let Some(n) = notify else { return Ok(None) };
     if n.is_null() {
         return Ok(None);
@@ -198,6 +198,22 @@ fn parse_notify(notify: Option<&Value>) -> Result<Option<Value>, ApiError> {
         return Err(ApiError::invalid(
             "notify.webhook_url",
             "must be an http(s) URL of at most 2048 characters",
+        ));
+    }
+    // Names are checked again when the webhook is sent (they may resolve anywhere).
+    let literal = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    };
+    let internal = literal.is_some_and(|ip| !jobs_core::net::is_public(ip))
+        || parsed
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case("localhost"));
+    if internal && !allow_private {
+        return Err(ApiError::invalid(
+            "notify.webhook_url",
+            "must not point at a loopback, private or link-local address",
         ));
     }
     Ok(Some(json!({ "webhook_url": raw })))

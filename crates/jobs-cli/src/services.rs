@@ -102,6 +102,8 @@ impl Services {
             queues: runtime.queues.clone(),
             http: NotifierContext::http_client(cfg.notifier.timeout()),
             schedule: cfg.notifier.retry_schedule(),
+            allow_private_networks: cfg.notifier.allow_private_networks,
+            timeout: cfg.notifier.timeout(),
             base_url: if cfg.api.public_url.is_empty() {
                 api_url.clone()
             } else {

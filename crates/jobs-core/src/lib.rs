@@ -25,6 +25,7 @@ pub mod export;
 pub mod id;
 pub mod kind;
 pub mod messages;
+pub mod net;
 pub mod process;
 pub mod queue;
 pub mod runtime;

@@ -126,15 +126,24 @@ pub async fn handle_message(
             }
             Err(PlanError::Retryable(why) | PlanError::Fatal(why)) => {
                 tracing::warn!(%why, "planning failed; the job fails");
-                if ctx.store.fail(job.id, &why).await?.is_some() {
-                    let event = JobMessage::Finished {
-                        job_id: job.id,
-                        status: JobStatus::Failed,
-                        trace: trace.clone(),
-                    };
-                    ctx.transport
-                        .send(&ctx.queues.events, &[event.to_message()])
-                        .await?;
+                match ctx.store.fail(job.id, &why).await? {
+                    Some(_) => announce(ctx, job.id, JobStatus::Failed, &trace).await?,
+                    // It moved meanwhile: a job cancelled while planning ends cancelled.
+                    None => {
+                        let now = ctx.store.get_any(job.id).await?;
+                        if now.status == JobStatus::Cancelling && now.progress.total.is_none() {
+                            if ctx
+                                .store
+                                .transition(job.id, JobStatus::Cancelled)
+                                .await?
+                                .is_some()
+                            {
+                                announce(ctx, job.id, JobStatus::Cancelled, &trace).await?;
+                            }
+                        } else if now.status.is_terminal() {
+                            announce(ctx, job.id, now.status, &trace).await?;
+                        }
+                    }
                 }
                 settle(ctx.transport.complete(q, &msg.lock).await)
             }
@@ -142,6 +151,25 @@ pub async fn handle_message(
     }
     .instrument(span)
     .await
+}
+
+/// Sends the job's finished event (again: the deterministic message id makes a repeat
+/// harmless, and repeating it repairs a send cut short by a crash).
+async fn announce(
+    ctx: &EnqueuerContext,
+    job_id: jobs_core::JobId,
+    status: JobStatus,
+    trace: &TraceContext,
+) -> Result<(), QueueError> {
+    let event = JobMessage::Finished {
+        job_id,
+        status,
+        trace: trace.clone(),
+    };
+    ctx.transport
+        .send(&ctx.queues.events, &[event.to_message()])
+        .await
+        .map(|_| ())
 }
 
 fn settle(r: Result<(), QueueError>) -> Result<(), EnqueuerError> {
@@ -187,10 +215,19 @@ async fn plan_job(
                 PlanOutcome::NotPlanning(_) => return Ok(()),
             }
         }
-        // A redelivered request: re-send exactly the recorded items.
+        // A redelivered request: re-send exactly the recorded items. A job cancelled after
+        // its plan was recorded gets them too: workers count them skipped, which is what
+        // ends the job (an item never sent would keep it `cancelling` for ever).
         JobStatus::Running => recorded(ctx, job).await?,
+        JobStatus::Cancelling if job.progress.total.is_some() => recorded(ctx, job).await?,
         JobStatus::Cancelling if job.progress.total.is_none() => {
             return cancel_unplanned(ctx, job, trace).await;
+        }
+        // Finished already: repeat the announcement, in case the first send was lost.
+        status if status.is_terminal() => {
+            return announce(ctx, job.id, status, trace)
+                .await
+                .map_err(|e| PlanError::Retryable(e.to_string()));
         }
         _ => return Ok(()),
     };
@@ -248,14 +285,19 @@ async fn cancel_unplanned(
         .transition(job.id, JobStatus::Cancelled)
         .await
         .map_err(|e| PlanError::Retryable(e.to_string()))?;
-    if moved.is_some() {
-        let event = JobMessage::Finished {
-            job_id: job.id,
-            status: JobStatus::Cancelled,
-            trace: trace.clone(),
-        };
-        ctx.transport
-            .send(&ctx.queues.events, &[event.to_message()])
+    // Announce even when someone else moved it: a repeat is harmless, a gap is not.
+    let now = match moved {
+        Some(j) => j.status,
+        None => {
+            ctx.store
+                .get_any(job.id)
+                .await
+                .map_err(|e| PlanError::Retryable(e.to_string()))?
+                .status
+        }
+    };
+    if now == JobStatus::Cancelled {
+        announce(ctx, job.id, JobStatus::Cancelled, trace)
             .await
             .map_err(|e| PlanError::Retryable(e.to_string()))?;
     }
@@ -321,8 +363,69 @@ fn is_permanent(e: &jobs_core::sqlx::Error) -> bool {
         .is_some_and(|c| c.starts_with("22") || c.starts_with("42"))
 }
 
-/// Plans jobs until `shutdown` is cancelled.
+/// Plan requests that reached the dead-letter queue by themselves (the lock expired on
+/// their last permitted delivery, say because the enqueuer died each time) fail their job,
+/// which would otherwise stay `queued` or `planning` for ever. Idempotent: a job that
+/// already left those statuses is not touched.
+pub async fn sweep_once(ctx: &EnqueuerContext) -> Result<(), EnqueuerError> {
+    let mut after = None;
+    loop {
+        let page = ctx
+            .transport
+            .peek_dead_letters(&ctx.queues.jobs, after, 500)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.sequence);
+        for dead in &page {
+            let Ok(JobMessage::Requested { job_id, trace, .. }) = JobMessage::decode(&dead.body)
+            else {
+                continue;
+            };
+            let job = match ctx.store.get_any(job_id).await {
+                Ok(job) => job,
+                Err(StoreError::UnknownJob(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if matches!(job.status, JobStatus::Queued | JobStatus::Planning) {
+                let why = format!(
+                    "planning was dead-lettered: {}",
+                    dead.description.as_deref().unwrap_or(&dead.reason)
+                );
+                if ctx.store.fail(job.id, &why).await?.is_some() {
+                    announce(ctx, job.id, JobStatus::Failed, &trace).await?;
+                }
+            }
+        }
+        if page.len() < 500 {
+            return Ok(());
+        }
+    }
+}
+
+/// Plans jobs until `shutdown` is cancelled; sweeps the dead-letter queue every 30 s.
 pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {
+    let sweeper = {
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = sweep_once(&ctx).await {
+                    tracing::warn!(error = %e, "sweeping dead plan requests failed");
+                }
+            }
+        })
+    };
+    plan_until_stopped(ctx, shutdown).await;
+    let _ = sweeper.await;
+}
+
+async fn plan_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {
     let mut failures = 0u32;
     loop {
         let received = tokio::select! {

@@ -29,6 +29,10 @@ pub struct NotifierContext {
     pub schedule: Vec<Duration>,
     /// Where the API is reached, for links in payloads.
     pub base_url: String,
+    /// Deliver to loopback, private and link-local addresses too (local development).
+    pub allow_private_networks: bool,
+    /// Per-attempt timeout (a client pinned to the checked address is built per delivery).
+    pub timeout: Duration,
 }
 
 impl NotifierContext {
@@ -173,6 +177,43 @@ pub async fn handle_message(
     .await
 }
 
+/// Resolves the URL's host and refuses internal addresses (unless allowed); returns a
+/// client pinned to the checked addresses, so DNS cannot answer differently for the request
+/// itself.
+async fn checked_client(
+    http: &reqwest::Client,
+    allow_private: bool,
+    timeout: Duration,
+    url: &str,
+) -> Result<reqwest::Client, String> {
+    if allow_private {
+        return Ok(http.clone());
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or("the URL has no host")?
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !jobs_core::net::is_public(a.ip())) {
+        return Err(format!(
+            "refused: {host} resolves to a loopback, private or link-local address \
+             (set notifier.allow_private_networks to allow it)"
+        ));
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve_to_addrs(&host, &addrs)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 async fn deliver(
     ctx: &NotifierContext,
     url: &str,
@@ -180,6 +221,17 @@ async fn deliver(
     id: &str,
     body: &[u8],
 ) -> Delivery {
+    let client = match checked_client(&ctx.http, ctx.allow_private_networks, ctx.timeout, url).await
+    {
+        Ok(c) => c,
+        Err(error) => {
+            return Delivery::Failed {
+                status: None,
+                error,
+                retry_after: None,
+            };
+        }
+    };
     let timestamp = chrono::Utc::now().timestamp();
     let signature = match signing::sign(secret, id, timestamp, body) {
         Ok(s) => s,
@@ -191,8 +243,7 @@ async fn deliver(
             };
         }
     };
-    let sent = ctx
-        .http
+    let sent = client
         .post(url)
         .header("content-type", "application/json")
         .header("webhook-id", id)
@@ -277,4 +328,29 @@ pub async fn run_until_stopped(
         });
     }
     while loops.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
+        let http = reqwest::Client::new();
+        let t = Duration::from_secs(1);
+        for url in [
+            "http://localhost:9/hook",
+            "http://127.0.0.1/x",
+            "http://[::1]:80/",
+            "http://169.254.169.254/latest",
+        ] {
+            let err = checked_client(&http, false, t, url).await.unwrap_err();
+            assert!(err.starts_with("refused:"), "{url}: {err}");
+        }
+        assert!(
+            checked_client(&http, true, t, "http://127.0.0.1/x")
+                .await
+                .is_ok()
+        );
+    }
 }

@@ -18,6 +18,8 @@ fn main() -> std::process::ExitCode {
             queues: rt.queues,
             http: NotifierContext::http_client(cfg.notifier.timeout()),
             schedule: cfg.notifier.retry_schedule(),
+            allow_private_networks: cfg.notifier.allow_private_networks,
+            timeout: cfg.notifier.timeout(),
             base_url,
         });
         jobs_notifier::run_until_stopped(ctx, 4, stop).await;

@@ -99,6 +99,24 @@ async fn handle(
         return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
     }
 
+    // Already completed (a redelivery after a lost `complete`): processing it again would
+    // rewrite a part the job may be assembling. Repeat only the follow-up.
+    if ctx
+        .store
+        .item_status(job.id, item.seq)
+        .await?
+        .is_some_and(|s| s != "pending")
+    {
+        let c = Completion {
+            counted: false,
+            finished_job: None,
+            job_status: job.status,
+            progress: job.progress,
+        };
+        after_completion(ctx, &job, &c, &item.trace).await?;
+        return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
+    }
+
     let Some(processor) = ctx.registry.processor(&item.kind).cloned() else {
         let why = format!("no processor is registered for kind `{}`", item.kind);
         return fail_item(ctx, msg, item, &job, "UnknownKind", &why).await;
@@ -312,39 +330,38 @@ async fn with_lock_renewal<T>(
     }
 }
 
-/// Items whose message reached the dead-letter queue by itself (the lock expired on its
-/// last permitted delivery, say because the worker died) were never counted: this counts
-/// them failed so their job can still finish. Runs every 30 s; idempotent.
+/// Messages that reached the dead-letter queue by themselves (the lock expired on their last
+/// permitted delivery — say the worker died) were never accounted for: an item is counted
+/// failed so its job can still finish, and a finalize message fails its job. Every 30 s,
+/// over the whole dead-letter queue (dead letters arrive out of sequence order, so a
+/// cursor could skip one); only items still pending change anything, so a pass is
+/// idempotent.
 pub(crate) async fn sweep_dead_letters_until_stopped(
     ctx: Arc<WorkerContext>,
     shutdown: CancellationToken,
 ) {
-    let mut after = None;
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match sweep_once(&ctx, after).await {
-            Ok(last) => after = last.or(after),
-            Err(e) => tracing::warn!(error = %e, "sweeping dead letters failed"),
+        if let Err(e) = sweep_once(&ctx).await {
+            tracing::warn!(error = %e, "sweeping dead letters failed");
         }
     }
 }
 
-/// One pass over dead letters after sequence `after`; returns the last sequence seen.
-pub async fn sweep_once(
-    ctx: &WorkerContext,
-    mut after: Option<i64>,
-) -> Result<Option<i64>, WorkerError> {
+/// One pass over the work queue's dead letters.
+pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), WorkerError> {
+    let mut after = None;
     loop {
         let page = ctx
             .transport
             .peek_dead_letters(&ctx.queues.work, after, 500)
             .await?;
         let Some(last) = page.last() else {
-            return Ok(after);
+            return Ok(());
         };
         after = Some(last.sequence);
         for dead in &page {
@@ -354,27 +371,34 @@ pub async fn sweep_once(
             let Ok(item) = WorkItem::decode(&dead.body) else {
                 continue;
             };
-            if ctx.registry.finalizer(&item.kind).is_some() {
-                continue;
-            }
             let job = match ctx.store.get_any(item.job_id).await {
                 Ok(job) => job,
                 Err(jobs_core::store::StoreError::UnknownJob(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
+            if ctx.registry.finalizer(&item.kind).is_some() {
+                let why = format!(
+                    "finalization was dead-lettered after {} deliveries",
+                    dead.delivery_count
+                );
+                if ctx.store.fail(job.id, &why).await?.is_some() {
+                    announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
+                }
+                continue;
+            }
             let why = format!("dead-lettered after {} deliveries", dead.delivery_count);
             match ctx
                 .store
                 .complete_item(job.id, item.seq, &ItemOutcome::Failed { reason: why })
                 .await
             {
-                Ok(c) => after_completion(ctx, &job, &c, &item.trace).await?,
-                Err(jobs_core::store::StoreError::UnknownItem { .. }) => {}
+                Ok(c) if c.counted => after_completion(ctx, &job, &c, &item.trace).await?,
+                Ok(_) | Err(jobs_core::store::StoreError::UnknownItem { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         if page.len() < 500 {
-            return Ok(after);
+            return Ok(());
         }
     }
 }

@@ -346,3 +346,32 @@ pub fn jobs_cli_worker(stack: &Stack) -> tokio_util::sync::CancellationToken {
     tokio::spawn(jobs_worker::run_until_stopped(ctx, stop.clone()));
     stop
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_urls_into_the_private_network_are_refused() {
+    let stack = Stack::start(
+        Parts {
+            enqueuer: false,
+            worker: false,
+            notifier: false,
+        },
+        "[notifier]\nallow_private_networks = false",
+    )
+    .await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://[::1]/",
+        "http://169.254.169.254/",
+        "http://10.0.0.8/",
+    ] {
+        let body = json!({"kind": "export", "export": {"dataset": "things"}, "notify": {"webhook_url": url}});
+        let (status, err) = stack.post("/v1/jobs", &body).await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (422, Some("notify.webhook_url")),
+            "{url}: {err}"
+        );
+    }
+    stack.stop().await;
+}

@@ -83,3 +83,49 @@ async fn a_queued_job_is_cancelled_at_once_and_finished_ones_refuse() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_dead_lettered_behind_the_workers_back_still_finishes_its_job() {
+    use jobs_core::queue::{MAX_DELIVERY_REASON, Transport};
+    let stack = Stack::start(
+        Parts {
+            enqueuer: true,
+            worker: false,
+            notifier: false,
+        },
+        "",
+    )
+    .await;
+    let id = stack
+        .submit(json!({"dataset": "things", "chunk_rows": 1000}))
+        .await;
+    stack.wait_for(&id, |j| j["status"] == "running").await;
+    // As if a worker died on an item's last permitted delivery: its message lands in the
+    // dead-letter queue and nobody counts it.
+    let rt = stack.runtime();
+    let msg = rt
+        .transport
+        .receive(&rt.queues.work, 1, std::time::Duration::from_secs(5))
+        .await
+        .unwrap()
+        .remove(0);
+    rt.transport
+        .dead_letter(
+            &rt.queues.work,
+            &msg.lock,
+            MAX_DELIVERY_REASON,
+            "lock expired",
+        )
+        .await
+        .unwrap();
+    let worker = jobs_cli_worker(&stack);
+    let job = stack.finished(&id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["progress"]["failed"], 1, "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("dead-lettered"),
+        "{job}"
+    );
+    worker.cancel();
+    stack.stop().await;
+}

@@ -29,6 +29,7 @@ retry_base_ms = 50
 poll_interval_ms = 50
 [notifier]
 retry_schedule_secs = [1, 1]
+allow_private_networks = true
 [blob]
 root = "{}"
 [datasets.things]

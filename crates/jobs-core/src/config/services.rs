@@ -82,6 +82,7 @@ impl WorkerConfig {
 #[serde(deny_unknown_fields)]
 pub struct NotifierConfig {
     pub timeout_secs: u64,
+    pub allow_private_networks: bool,
     pub retry_schedule_secs: Vec<u64>,
 }
 

@@ -197,6 +197,17 @@ impl JobStore {
             .collect()
     }
 
+    /// The status of one item (`pending`, `done`, `failed`, `skipped`), if it exists.
+    pub async fn item_status(&self, job_id: JobId, seq: u32) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT status FROM offload.work_items WHERE job_id = $1 AND seq = $2",
+        )
+        .bind(job_id.as_uuid())
+        .bind(seq as i32)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Counts one more attempt at a pending item and remembers its last error.
     pub async fn record_attempt(
         &self,
