@@ -426,34 +426,17 @@ pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: Cancellation
 }
 
 async fn plan_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {
-    let mut failures = 0u32;
-    loop {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = ctx.transport.receive(&ctx.queues.jobs, 1, Duration::from_secs(5)) => r,
-        };
-        let step = match received {
-            Ok(mut msgs) => match msgs.pop() {
-                Some(msg) => handle_message(&ctx, msg).await,
-                None => Ok(()),
-            },
-            Err(e) => Err(e.into()),
-        };
-        match step {
-            Ok(()) => failures = 0,
-            Err(e) => {
-                failures += 1;
-                let pause = backoff(
-                    failures,
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                );
-                tracing::warn!(error = %e, ?pause, "enqueuer step failed; pausing");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
-                }
-            }
-        }
-    }
+    let (transport, queue) = (ctx.transport.clone(), ctx.queues.jobs.clone());
+    jobs_core::queue::consume::consume_until_stopped(
+        "enqueuer",
+        transport,
+        queue,
+        1,
+        shutdown,
+        move |msg| {
+            let ctx = ctx.clone();
+            async move { handle_message(&ctx, msg).await }
+        },
+    )
+    .await;
 }

@@ -291,43 +291,19 @@ pub async fn run_until_stopped(
     concurrency: usize,
     shutdown: CancellationToken,
 ) {
-    let mut loops = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-        loops.spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                let received = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    r = ctx.transport.receive(&ctx.queues.events, 1, Duration::from_secs(5)) => r,
-                };
-                let step = match received {
-                    Ok(mut msgs) => match msgs.pop() {
-                        Some(msg) => handle_message(&ctx, msg).await,
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(e.into()),
-                };
-                match step {
-                    Ok(()) => failures = 0,
-                    Err(e) => {
-                        failures += 1;
-                        let pause = jobs_core::process::backoff(
-                            failures,
-                            Duration::from_millis(200),
-                            Duration::from_secs(10),
-                        );
-                        tracing::warn!(error = %e, ?pause, "notifier step failed; pausing");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                    }
-                }
-            }
-        });
-    }
-    while loops.join_next().await.is_some() {}
+    let (transport, queue) = (ctx.transport.clone(), ctx.queues.events.clone());
+    jobs_core::queue::consume::consume_until_stopped(
+        "notifier",
+        transport,
+        queue,
+        concurrency,
+        shutdown,
+        move |msg| {
+            let ctx = ctx.clone();
+            async move { handle_message(&ctx, msg).await }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! triggers and runs the job's finalization (fan-in).
 //!
 //! [`try_process_next`] is one testable step: receive at most one message and deal with it
-//! completely. [`run_until_stopped`] runs `worker.concurrency` such loops until shut down.
+//! completely. [`run_until_stopped`] runs `worker.concurrency` such loops until shut down
+//! (the shared loop of `jobs_core::queue::consume`), plus the dead-letter sweep.
 //!
 //! What happens to a message:
 //! - it does not decode → dead-lettered at once ("MalformedEnvelope"), never retried;
@@ -57,8 +58,6 @@ pub struct WorkerSettings {
     pub max_delivery_count: u32,
     /// The work queue's lock duration: locks are renewed at half of it.
     pub lock_duration: Duration,
-    /// How long an idle receive waits for a message before looking again.
-    pub receive_wait: Duration,
 }
 
 impl WorkerSettings {
@@ -69,7 +68,6 @@ impl WorkerSettings {
             retry_cap: cfg.worker.retry_cap(),
             max_delivery_count: cfg.queue.max_delivery_count,
             lock_duration: cfg.queue.lock_duration(),
-            receive_wait: Duration::from_secs(5),
         }
     }
 }
@@ -104,42 +102,26 @@ pub async fn try_process_next(ctx: &WorkerContext, wait: Duration) -> Result<Out
 /// Runs `concurrency` receive loops until `shutdown` is cancelled; a message being
 /// processed when that happens is finished first.
 pub async fn run_until_stopped(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
-    let mut loops = tokio::task::JoinSet::new();
-    for n in 0..ctx.settings.concurrency {
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-        loops.spawn(async move {
-            let mut failures = 0u32;
-            while !shutdown.is_cancelled() {
-                // Shutdown interrupts waiting for a message, never processing one.
-                let received = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    r = ctx.transport.receive(&ctx.queues.work, 1, ctx.settings.receive_wait) => r,
-                };
-                let step = match received {
-                    Ok(mut msgs) => match msgs.pop() {
-                        Some(msg) => process_message(&ctx, msg).await,
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(e.into()),
-                };
-                match step {
-                    Ok(_) => failures = 0,
-                    Err(e) => {
-                        failures += 1;
-                        let pause = jobs_core::process::backoff(failures, Duration::from_millis(200), Duration::from_secs(10));
-                        tracing::warn!(worker = n, error = %e, ?pause, "worker step failed; pausing");
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                    }
-                }
-            }
-        });
-    }
-    loops.spawn(handle::sweep_dead_letters_until_stopped(
+    let sweeper = tokio::spawn(handle::sweep_dead_letters_until_stopped(
         ctx.clone(),
         shutdown.clone(),
     ));
-    while loops.join_next().await.is_some() {}
+    let (transport, queue, n) = (
+        ctx.transport.clone(),
+        ctx.queues.work.clone(),
+        ctx.settings.concurrency,
+    );
+    jobs_core::queue::consume::consume_until_stopped(
+        "worker",
+        transport,
+        queue,
+        n,
+        shutdown,
+        move |msg| {
+            let ctx = ctx.clone();
+            async move { process_message(&ctx, msg).await }
+        },
+    )
+    .await;
+    let _ = sweeper.await;
 }

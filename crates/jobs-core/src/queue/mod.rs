@@ -16,6 +16,7 @@
 //! - dead letters can be listed, received (taken away) and resubmitted;
 //! - queue depth: active, scheduled and dead-lettered counts.
 
+pub mod consume;
 pub mod postgres;
 
 use std::collections::BTreeMap;
