@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: brings up what the tests need, then runs every test of the
-# workspace against it. This is the README's test command; .ci/run calls it.
+# The whole test suite: brings up what the tests need (Postgres, Azurite), then runs every
+# test of the workspace against it. This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-postgres.sh
+# Azure Blob Storage tests run against Azurite (pinned in tools/azurite, in memory).
+scripts/ensure-azurite.sh
 
 # Tests connect to the server named by the configuration (OFFLOAD__DATABASE__URL, default
 # postgres://postgres@127.0.0.1:5432/offload) and create one throwaway database per test.

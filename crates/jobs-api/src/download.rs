@@ -95,11 +95,28 @@ pub async fn result(
         });
     }
     let expires = chrono::Utc::now().timestamp() + state.cfg.download.link_ttl_secs as i64;
-    let sig = state.signer.sign(&id, expires);
-    let url = format!(
-        "{}/v1/downloads/{id}?expires={expires}&signature={sig}",
-        state.base_url(&headers).trim_end_matches('/')
-    );
+    // A store that signs its own URLs (Azure: a SAS URL) serves the file itself; otherwise
+    // the API streams it behind its own signed link.
+    let stored: Option<ExportResult> = job
+        .result
+        .clone()
+        .and_then(|r| serde_json::from_value(r).ok());
+    let direct = match &stored {
+        Some(r) => state
+            .blobs
+            .signed_url(&r.path, state.cfg.download.link_ttl())
+            .await
+            .map_err(ApiError::internal)?,
+        None => None,
+    };
+    let url = match direct {
+        Some(u) => u,
+        None => format!(
+            "{}/v1/downloads/{id}?expires={expires}&signature={}",
+            state.base_url(&headers).trim_end_matches('/'),
+            state.signer.sign(&id, expires)
+        ),
+    };
     let expires_at = chrono::DateTime::from_timestamp(expires, 0);
     Ok((
         StatusCode::FOUND,

@@ -211,10 +211,19 @@ impl Config {
                 "must be empty or at least 32 characters".into(),
             );
         }
-        if !(10..=86_400).contains(&self.download.link_ttl_secs) {
+        if !(1..=86_400).contains(&self.download.link_ttl_secs) {
             return invalid(
                 "download.link_ttl_secs",
-                "must be between 10 and 86400".into(),
+                "must be between 1 and 86400".into(),
+            );
+        }
+        if self.blob.backend == BlobBackend::Azure
+            && self.blob.azure_connection_string.expose_secret().is_empty()
+            && self.blob.azure_account.is_empty()
+        {
+            return invalid(
+                "blob.azure_account",
+                "the azure backend needs an account or a connection string".into(),
             );
         }
         let e = &self.export;

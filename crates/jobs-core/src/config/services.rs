@@ -29,6 +29,7 @@ pub struct AuthConfig {
 #[serde(rename_all = "lowercase")]
 pub enum BlobBackend {
     Local,
+    Azure,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +37,12 @@ pub enum BlobBackend {
 pub struct BlobConfig {
     pub backend: BlobBackend,
     pub root: PathBuf,
+    pub azure_connection_string: SecretString,
+    pub azure_account: String,
+    pub azure_access_key: SecretString,
+    pub azure_sas_token: SecretString,
+    pub azure_container: String,
+    pub azure_endpoint: String,
 }
 
 #[derive(Debug, Deserialize)]
