@@ -72,6 +72,12 @@ pub enum Command {
     /// Inspect queues and their dead letters.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Container probe: exit 0 when healthy. With --url, the HTTP endpoint must answer 2xx
+    /// (the API's /health/ready); without, the database must answer (every service).
+    Healthcheck {
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,7 +156,34 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Queue(cmd) => queue::run(cmd, &cfg).await,
+        Command::Healthcheck { ref url } => healthcheck(url.as_deref(), &cfg).await,
     }
+}
+
+async fn healthcheck(url: Option<&str>, cfg: &Config) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::from_secs(3);
+    match url {
+        Some(url) => {
+            let resp = reqwest::Client::builder()
+                .timeout(timeout)
+                .build()?
+                .get(url)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                resp.status().is_success(),
+                "{url} answered {}",
+                resp.status()
+            );
+        }
+        None => {
+            let pool = tokio::time::timeout(timeout, jobs_core::db::connect(&cfg.database))
+                .await
+                .context("the database did not answer in time")??;
+            jobs_core::sqlx::query("SELECT 1").execute(&pool).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn up(cfg: Config) -> anyhow::Result<()> {
