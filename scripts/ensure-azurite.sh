@@ -10,6 +10,12 @@ export AZURITE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devs
 
 up() { (exec 3<>/dev/tcp/127.0.0.1/10000) 2>/dev/null; }
 
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
+  echo "ensure-azurite: needs Node.js 20 or newer with npm (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
 if [ ! -x tools/azurite/node_modules/.bin/azurite-blob ]; then
   echo "ensure-azurite: installing the pinned Azurite from npm" >&2
   (cd tools/azurite && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

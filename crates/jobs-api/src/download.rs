@@ -102,12 +102,22 @@ pub async fn result(
         .clone()
         .and_then(|r| serde_json::from_value(r).ok());
     let direct = match &stored {
-        Some(r) => state
-            .blobs
-            .signed_url(&r.path, state.cfg.download.link_ttl())
-            .await
-            .map_err(ApiError::internal)?,
-        None => None,
+        Some(r) if state.cfg.download.direct_links => {
+            match state
+                .blobs
+                .signed_url(&r.path, state.cfg.download.link_ttl())
+                .await
+            {
+                Ok(url) => url,
+                Err(e) => {
+                    // Signing can fail (an identity without delegation rights): the API's
+                    // own link still works.
+                    tracing::warn!(error = %e, "the blob store could not sign a link; using the API's");
+                    None
+                }
+            }
+        }
+        _ => None,
     };
     let url = match direct {
         Some(u) => u,

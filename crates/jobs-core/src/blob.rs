@@ -88,7 +88,10 @@ impl BlobStore {
     }
 
     /// Azure Blob Storage through `object_store`: a connection string, or an account with a
-    /// key, a SAS token, or (neither) workload / managed identity.
+    /// key, a SAS token, or (neither) workload / managed identity. The builder starts from
+    /// the `AZURE_*` environment that AKS workload identity and managed identities provide
+    /// (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`); the
+    /// configured values take precedence.
     pub fn azure(cfg: &BlobConfig) -> Result<Self, BlobError> {
         let conn = cfg.azure_connection_string.expose_secret();
         let field = |k| connection_string_field(conn, k).filter(|v| !v.is_empty());
@@ -105,7 +108,7 @@ impl BlobStore {
             .unwrap_or(&cfg.azure_endpoint)
             .trim_end_matches('/')
             .to_owned();
-        let mut b = MicrosoftAzureBuilder::new()
+        let mut b = MicrosoftAzureBuilder::from_env()
             .with_account(&account)
             .with_container_name(&cfg.azure_container);
         if !key.is_empty() {

@@ -366,16 +366,19 @@ fn is_permanent(e: &jobs_core::sqlx::Error) -> bool {
 /// Plan requests that reached the dead-letter queue by themselves (the lock expired on
 /// their last permitted delivery, say because the enqueuer died each time) fail their job,
 /// which would otherwise stay `queued` or `planning` for ever. Idempotent: a job that
-/// already left those statuses is not touched.
-pub async fn sweep_once(ctx: &EnqueuerContext) -> Result<(), EnqueuerError> {
-    let mut after = None;
+/// already left those statuses is not touched. Reads the dead letters after sequence
+/// `after`; returns the last sequence seen.
+pub async fn sweep_once(
+    ctx: &EnqueuerContext,
+    mut after: Option<i64>,
+) -> Result<Option<i64>, EnqueuerError> {
     loop {
         let page = ctx
             .transport
             .peek_dead_letters(&ctx.queues.jobs, after, 500)
             .await?;
         let Some(last) = page.last() else {
-            return Ok(());
+            return Ok(after);
         };
         after = Some(last.sequence);
         for dead in &page {
@@ -399,7 +402,7 @@ pub async fn sweep_once(ctx: &EnqueuerContext) -> Result<(), EnqueuerError> {
             }
         }
         if page.len() < 500 {
-            return Ok(());
+            return Ok(after);
         }
     }
 }
@@ -409,14 +412,22 @@ pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: Cancellation
     let sweeper = {
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         tokio::spawn(async move {
+            // Incremental passes every 30 s; a full one every 10 minutes, since dead letters
+            // can arrive out of sequence order.
             let mut tick = tokio::time::interval(Duration::from_secs(30));
+            let (mut after, mut full_pass_at) = (None, tokio::time::Instant::now());
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                if let Err(e) = sweep_once(&ctx).await {
-                    tracing::warn!(error = %e, "sweeping dead plan requests failed");
+                if tokio::time::Instant::now() >= full_pass_at {
+                    after = None;
+                    full_pass_at = tokio::time::Instant::now() + Duration::from_secs(600);
+                }
+                match sweep_once(&ctx, after).await {
+                    Ok(last) => after = last.or(after),
+                    Err(e) => tracing::warn!(error = %e, "sweeping dead plan requests failed"),
                 }
             }
         })

@@ -19,6 +19,8 @@ use jobs_core::store::{JobStore, StoreError, WebhookAttempt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+const USER_AGENT: &str = concat!("offload-webhooks/", env!("CARGO_PKG_VERSION"));
+
 #[derive(Debug)]
 pub struct NotifierContext {
     pub store: JobStore,
@@ -40,7 +42,7 @@ impl NotifierContext {
         reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("offload-webhooks/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()
             .unwrap_or_default()
     }
@@ -209,6 +211,7 @@ async fn checked_client(
     reqwest::Client::builder()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
+        .user_agent(USER_AGENT)
         .resolve_to_addrs(&host, &addrs)
         .build()
         .map_err(|e| e.to_string())

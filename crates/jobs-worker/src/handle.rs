@@ -332,36 +332,50 @@ async fn with_lock_renewal<T>(
 
 /// Messages that reached the dead-letter queue by themselves (the lock expired on their last
 /// permitted delivery — say the worker died) were never accounted for: an item is counted
-/// failed so its job can still finish, and a finalize message fails its job. Every 30 s,
-/// over the whole dead-letter queue (dead letters arrive out of sequence order, so a
-/// cursor could skip one); only items still pending change anything, so a pass is
-/// idempotent.
+/// failed so its job can still finish, and a finalize message fails its job. Every 30 s a
+/// pass reads the dead letters after the last one seen; dead letters can arrive out of
+/// sequence order (a lock expiring late), so every 10 minutes a pass reads them all. Only
+/// items still pending change anything, so passes are idempotent.
 pub(crate) async fn sweep_dead_letters_until_stopped(
     ctx: Arc<WorkerContext>,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let mut after = None;
+    let mut full_pass_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = sweep_once(&ctx).await {
-            tracing::warn!(error = %e, "sweeping dead letters failed");
+        if tokio::time::Instant::now() >= full_pass_at {
+            after = None;
+            full_pass_at = tokio::time::Instant::now() + FULL_SWEEP_EVERY;
+        }
+        match sweep_once(&ctx, after).await {
+            Ok(last) => after = last.or(after),
+            Err(e) => tracing::warn!(error = %e, "sweeping dead letters failed"),
         }
     }
 }
 
-/// One pass over the work queue's dead letters.
-pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), WorkerError> {
-    let mut after = None;
+/// How often the dead-letter sweeps run, and how often they read every dead letter.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
+pub(crate) const FULL_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// One pass over the work queue's dead letters after sequence `after`; returns the last
+/// sequence seen.
+pub async fn sweep_once(
+    ctx: &WorkerContext,
+    mut after: Option<i64>,
+) -> Result<Option<i64>, WorkerError> {
     loop {
         let page = ctx
             .transport
             .peek_dead_letters(&ctx.queues.work, after, 500)
             .await?;
         let Some(last) = page.last() else {
-            return Ok(());
+            return Ok(after);
         };
         after = Some(last.sequence);
         for dead in &page {
@@ -398,7 +412,7 @@ pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), WorkerError> {
             }
         }
         if page.len() < 500 {
-            return Ok(());
+            return Ok(after);
         }
     }
 }

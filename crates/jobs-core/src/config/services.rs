@@ -50,6 +50,7 @@ pub struct BlobConfig {
 pub struct DownloadConfig {
     pub signing_key: SecretString,
     pub link_ttl_secs: u64,
+    pub direct_links: bool,
 }
 
 impl DownloadConfig {
