@@ -63,17 +63,9 @@ async fn main() {
     let runtime = Runtime::start(Arc::new(cfg)).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     // The API alone: the other services would spend the same 2 cores exporting every job.
-    let services = Services::start_parts(
-        runtime,
-        listener,
-        Parts {
-            enqueuer: false,
-            worker: false,
-            notifier: false,
-        },
-    )
-    .await
-    .unwrap();
+    let services = Services::start_parts(runtime, listener, Parts::API_ONLY)
+        .await
+        .unwrap();
     let endpoint = format!("{}/v1/jobs", services.api_url);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)

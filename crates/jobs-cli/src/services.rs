@@ -26,6 +26,12 @@ impl Parts {
         worker: true,
         notifier: true,
     };
+    /// The API alone: jobs are accepted and stay queued.
+    pub const API_ONLY: Parts = Parts {
+        enqueuer: false,
+        worker: false,
+        notifier: false,
+    };
 }
 
 /// The running services.

@@ -24,6 +24,17 @@ pub struct Column {
     pub type_sql: String,
 }
 
+impl Column {
+    /// A column named `name` (quoted for SQL here) of type `type_sql`.
+    pub fn new(name: &str, type_sql: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            sql: quote_ident(name),
+            type_sql: type_sql.to_owned(),
+        }
+    }
+}
+
 /// A dataset whose table and columns exist.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -136,11 +147,7 @@ async fn resolve(pool: &PgPool, name: &str, cfg: &DatasetConfig) -> Result<Datas
         let type_sql = types
             .get(c)
             .ok_or_else(|| unavailable(format!("table {} has no column `{c}`", cfg.table)))?;
-        Ok(Column {
-            name: c.to_owned(),
-            sql: quote_ident(c),
-            type_sql: type_sql.clone(),
-        })
+        Ok(Column::new(c, type_sql))
     };
     Ok(Dataset {
         name: name.to_owned(),

@@ -14,7 +14,7 @@ use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::export::{self, ExportSpec};
 use jobs_core::messages::{JobMessage, Queues};
 use jobs_core::process::backoff;
-use jobs_core::queue::{OutgoingMessage, QueueError, ReceivedMessage, Transport};
+use jobs_core::queue::{DeadLetter, OutgoingMessage, QueueError, ReceivedMessage, Transport};
 use jobs_core::store::{Job, JobStore, PlanOutcome, PlannedItem, StoreError};
 use jobs_core::{JobKind, JobStatus};
 use tokio_util::sync::CancellationToken;
@@ -366,70 +366,49 @@ fn is_permanent(e: &jobs_core::sqlx::Error) -> bool {
 /// Plan requests that reached the dead-letter queue by themselves (the lock expired on
 /// their last permitted delivery, say because the enqueuer died each time) fail their job,
 /// which would otherwise stay `queued` or `planning` for ever. Idempotent: a job that
-/// already left those statuses is not touched. Reads the dead letters after sequence
-/// `after`; returns the last sequence seen.
-pub async fn sweep_once(
+/// already left those statuses is not touched.
+pub async fn handle_dead_letter(
     ctx: &EnqueuerContext,
-    mut after: Option<i64>,
-) -> Result<Option<i64>, EnqueuerError> {
-    loop {
-        let page = ctx
-            .transport
-            .peek_dead_letters(&ctx.queues.jobs, after, 500)
-            .await?;
-        let Some(last) = page.last() else {
-            return Ok(after);
-        };
-        after = Some(last.sequence);
-        for dead in &page {
-            let Ok(JobMessage::Requested { job_id, trace, .. }) = JobMessage::decode(&dead.body)
-            else {
-                continue;
-            };
-            let job = match ctx.store.get_any(job_id).await {
-                Ok(job) => job,
-                Err(StoreError::UnknownJob(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if matches!(job.status, JobStatus::Queued | JobStatus::Planning) {
-                let why = format!(
-                    "planning was dead-lettered: {}",
-                    dead.description.as_deref().unwrap_or(&dead.reason)
-                );
-                if ctx.store.fail(job.id, &why).await?.is_some() {
-                    announce(ctx, job.id, JobStatus::Failed, &trace).await?;
-                }
-            }
-        }
-        if page.len() < 500 {
-            return Ok(after);
+    dead: DeadLetter,
+) -> Result<(), EnqueuerError> {
+    let Ok(JobMessage::Requested { job_id, trace, .. }) = JobMessage::decode(&dead.body) else {
+        return Ok(());
+    };
+    let job = match ctx.store.get_any(job_id).await {
+        Ok(job) => job,
+        Err(StoreError::UnknownJob(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if matches!(job.status, JobStatus::Queued | JobStatus::Planning) {
+        let why = format!(
+            "planning was dead-lettered: {}",
+            dead.description.as_deref().unwrap_or(&dead.reason)
+        );
+        if ctx.store.fail(job.id, &why).await?.is_some() {
+            announce(ctx, job.id, JobStatus::Failed, &trace).await?;
         }
     }
+    Ok(())
 }
 
-/// Plans jobs until `shutdown` is cancelled; sweeps the dead-letter queue every 30 s.
+/// Plans jobs until `shutdown` is cancelled, sweeping the jobs queue's dead letters.
 pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {
     let sweeper = {
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        let (ctx, transport, queue, stop) = (
+            ctx.clone(),
+            ctx.transport.clone(),
+            ctx.queues.jobs.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
-            // Incremental passes every 30 s; a full one every 10 minutes, since dead letters
-            // can arrive out of sequence order.
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            let (mut after, mut full_pass_at) = (None, tokio::time::Instant::now());
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                if tokio::time::Instant::now() >= full_pass_at {
-                    after = None;
-                    full_pass_at = tokio::time::Instant::now() + Duration::from_secs(600);
-                }
-                match sweep_once(&ctx, after).await {
-                    Ok(last) => after = last.or(after),
-                    Err(e) => tracing::warn!(error = %e, "sweeping dead plan requests failed"),
-                }
-            }
+            let handle = |dead| {
+                let ctx = ctx.clone();
+                async move { handle_dead_letter(&ctx, dead).await }
+            };
+            jobs_core::queue::consume::sweep_dead_letters_until_stopped(
+                "enqueuer", transport, queue, stop, handle,
+            )
+            .await;
         })
     };
     plan_until_stopped(ctx, shutdown).await;

@@ -1,15 +1,13 @@
 //! Dealing with one received work message, start to finish.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::messages::JobMessage;
 use jobs_core::process::{ProcessError, backoff};
-use jobs_core::queue::{MAX_DELIVERY_REASON, QueueError, ReceivedMessage};
+use jobs_core::queue::{DeadLetter, MAX_DELIVERY_REASON, QueueError, ReceivedMessage};
 use jobs_core::store::{Completion, ItemOutcome, Job};
 use jobs_core::{JobId, JobStatus};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{WorkerContext, WorkerError};
@@ -332,87 +330,42 @@ async fn with_lock_renewal<T>(
 
 /// Messages that reached the dead-letter queue by themselves (the lock expired on their last
 /// permitted delivery — say the worker died) were never accounted for: an item is counted
-/// failed so its job can still finish, and a finalize message fails its job. Every 30 s a
-/// pass reads the dead letters after the last one seen; dead letters can arrive out of
-/// sequence order (a lock expiring late), so every 10 minutes a pass reads them all. Only
-/// items still pending change anything, so passes are idempotent.
-pub(crate) async fn sweep_dead_letters_until_stopped(
-    ctx: Arc<WorkerContext>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
-    let mut after = None;
-    let mut full_pass_at = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if tokio::time::Instant::now() >= full_pass_at {
-            after = None;
-            full_pass_at = tokio::time::Instant::now() + FULL_SWEEP_EVERY;
-        }
-        match sweep_once(&ctx, after).await {
-            Ok(last) => after = last.or(after),
-            Err(e) => tracing::warn!(error = %e, "sweeping dead letters failed"),
-        }
-    }
-}
-
-/// How often the dead-letter sweeps run, and how often they read every dead letter.
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
-pub(crate) const FULL_SWEEP_EVERY: Duration = Duration::from_secs(600);
-
-/// One pass over the work queue's dead letters after sequence `after`; returns the last
-/// sequence seen.
-pub async fn sweep_once(
+/// failed so its job can still finish, and a finalize message fails its job. Swept with
+/// `jobs_core::queue::consume`; only items still pending change anything, so it is
+/// idempotent.
+pub(crate) async fn handle_dead_letter(
     ctx: &WorkerContext,
-    mut after: Option<i64>,
-) -> Result<Option<i64>, WorkerError> {
-    loop {
-        let page = ctx
-            .transport
-            .peek_dead_letters(&ctx.queues.work, after, 500)
-            .await?;
-        let Some(last) = page.last() else {
-            return Ok(after);
-        };
-        after = Some(last.sequence);
-        for dead in &page {
-            if dead.reason != MAX_DELIVERY_REASON {
-                continue;
-            }
-            let Ok(item) = WorkItem::decode(&dead.body) else {
-                continue;
-            };
-            let job = match ctx.store.get_any(item.job_id).await {
-                Ok(job) => job,
-                Err(jobs_core::store::StoreError::UnknownJob(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if ctx.registry.finalizer(&item.kind).is_some() {
-                let why = format!(
-                    "finalization was dead-lettered after {} deliveries",
-                    dead.delivery_count
-                );
-                if ctx.store.fail(job.id, &why).await?.is_some() {
-                    announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
-                }
-                continue;
-            }
-            let why = format!("dead-lettered after {} deliveries", dead.delivery_count);
-            match ctx
-                .store
-                .complete_item(job.id, item.seq, &ItemOutcome::Failed { reason: why })
-                .await
-            {
-                Ok(c) if c.counted => after_completion(ctx, &job, &c, &item.trace).await?,
-                Ok(_) | Err(jobs_core::store::StoreError::UnknownItem { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+    dead: DeadLetter,
+) -> Result<(), WorkerError> {
+    if dead.reason != MAX_DELIVERY_REASON {
+        return Ok(());
+    }
+    let Ok(item) = WorkItem::decode(&dead.body) else {
+        return Ok(());
+    };
+    let job = match ctx.store.get_any(item.job_id).await {
+        Ok(job) => job,
+        Err(jobs_core::store::StoreError::UnknownJob(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if ctx.registry.finalizer(&item.kind).is_some() {
+        let why = format!(
+            "finalization was dead-lettered after {} deliveries",
+            dead.delivery_count
+        );
+        if ctx.store.fail(job.id, &why).await?.is_some() {
+            announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
         }
-        if page.len() < 500 {
-            return Ok(after);
-        }
+        return Ok(());
+    }
+    let why = format!("dead-lettered after {} deliveries", dead.delivery_count);
+    match ctx
+        .store
+        .complete_item(job.id, item.seq, &ItemOutcome::Failed { reason: why })
+        .await
+    {
+        Ok(c) if c.counted => after_completion(ctx, &job, &c, &item.trace).await,
+        Ok(_) | Err(jobs_core::store::StoreError::UnknownItem { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }

@@ -102,10 +102,24 @@ pub async fn try_process_next(ctx: &WorkerContext, wait: Duration) -> Result<Out
 /// Runs `concurrency` receive loops until `shutdown` is cancelled; a message being
 /// processed when that happens is finished first.
 pub async fn run_until_stopped(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
-    let sweeper = tokio::spawn(handle::sweep_dead_letters_until_stopped(
-        ctx.clone(),
-        shutdown.clone(),
-    ));
+    let sweeper = {
+        let (ctx, transport, queue, stop) = (
+            ctx.clone(),
+            ctx.transport.clone(),
+            ctx.queues.work.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let handle = |dead| {
+                let ctx = ctx.clone();
+                async move { handle::handle_dead_letter(&ctx, dead).await }
+            };
+            jobs_core::queue::consume::sweep_dead_letters_until_stopped(
+                "worker", transport, queue, stop, handle,
+            )
+            .await;
+        })
+    };
     let (transport, queue, n) = (
         ctx.transport.clone(),
         ctx.queues.work.clone(),

@@ -17,15 +17,7 @@ fn export(extra: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_replay_or_conflict() {
-    let stack = Stack::start(
-        Parts {
-            enqueuer: false,
-            worker: false,
-            notifier: false,
-        },
-        "",
-    )
-    .await;
+    let stack = Stack::start(Parts::API_ONLY, "").await;
     let send = |body: Value, key: &'static str| {
         let req = stack
             .http
@@ -60,15 +52,7 @@ async fn idempotency_keys_replay_or_conflict() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_each_others_jobs() {
-    let stack = Stack::start(
-        Parts {
-            enqueuer: false,
-            worker: false,
-            notifier: false,
-        },
-        "",
-    )
-    .await;
+    let stack = Stack::start(Parts::API_ONLY, "").await;
     let id = stack.submit(json!({"dataset": "things"})).await;
     let store = &stack.runtime().store;
     let other = TenantId::parse("other").unwrap();
@@ -105,15 +89,7 @@ async fn tenants_never_see_each_others_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_error_is_named_and_creates_nothing() {
-    let stack = Stack::start(
-        Parts {
-            enqueuer: false,
-            worker: false,
-            notifier: false,
-        },
-        "[api]\nmax_body_bytes = 4096",
-    )
-    .await;
+    let stack = Stack::start(Parts::API_ONLY, "[api]\nmax_body_bytes = 4096").await;
     let url = |p: &str| format!("{}{p}", stack.api);
     // Authentication.
     let r = stack.http.get(url("/v1/jobs")).send().await.unwrap();
@@ -286,8 +262,7 @@ async fn progress_streams_as_server_sent_events() {
     let stack = Stack::start(
         Parts {
             enqueuer: true,
-            worker: false,
-            notifier: false,
+            ..Parts::API_ONLY
         },
         "",
     )
@@ -350,11 +325,7 @@ pub fn jobs_cli_worker(stack: &Stack) -> tokio_util::sync::CancellationToken {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_urls_into_the_private_network_are_refused() {
     let stack = Stack::start(
-        Parts {
-            enqueuer: false,
-            worker: false,
-            notifier: false,
-        },
+        Parts::API_ONLY,
         "[notifier]\nallow_private_networks = false",
     )
     .await;

@@ -12,8 +12,8 @@ async fn a_running_job_skips_its_remaining_items() {
     let stack = Stack::start(
         Parts {
             enqueuer: true,
-            worker: false,
             notifier: true,
+            ..Parts::API_ONLY
         },
         "",
     )
@@ -50,15 +50,7 @@ async fn a_running_job_skips_its_remaining_items() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_is_cancelled_at_once_and_finished_ones_refuse() {
-    let stack = Stack::start(
-        Parts {
-            enqueuer: false,
-            worker: false,
-            notifier: false,
-        },
-        "",
-    )
-    .await;
+    let stack = Stack::start(Parts::API_ONLY, "").await;
     let id = stack.submit(json!({"dataset": "things"})).await;
     let (status, job) = stack
         .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))
@@ -90,8 +82,7 @@ async fn an_item_dead_lettered_behind_the_workers_back_still_finishes_its_job() 
     let stack = Stack::start(
         Parts {
             enqueuer: true,
-            worker: false,
-            notifier: false,
+            ..Parts::API_ONLY
         },
         "",
     )

@@ -342,11 +342,7 @@ mod tests {
     use crate::dataset::Column;
 
     fn ds() -> Dataset {
-        let col = |n: &str, t: &str| Column {
-            name: n.into(),
-            sql: format!("\"{n}\""),
-            type_sql: t.into(),
-        };
+        let col = Column::new;
         Dataset {
             name: "expenses".into(),
             table_sql: "\"expenses\"".into(),

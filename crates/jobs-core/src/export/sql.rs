@@ -206,11 +206,7 @@ mod tests {
     use crate::export::{Filter, FilterOp};
 
     fn ds() -> Dataset {
-        let col = |n: &str, t: &str| Column {
-            name: n.into(),
-            sql: format!("\"{n}\""),
-            type_sql: t.into(),
-        };
+        let col = Column::new;
         Dataset {
             name: "e".into(),
             table_sql: "\"s\".\"e\"".into(),

@@ -1,5 +1,5 @@
-//! The receive loop every service runs: take one message at a time from a queue and hand it
-//! to a handler, `concurrency` loops at once, until shut down.
+//! The loops every service runs: take one message at a time from a queue and hand it to a
+//! handler, `concurrency` loops at once, until shut down; and sweep a queue's dead letters.
 //!
 //! Shutdown interrupts waiting for a message, never handling one: a message being handled
 //! when shutdown comes is finished (and settled) first. A failing step (the queue or the
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{QueueError, QueueName, ReceivedMessage, Transport};
+use super::{DeadLetter, QueueError, QueueName, ReceivedMessage, Transport};
 use crate::process::backoff;
 
 /// How long an idle loop waits for a message before looking again.
@@ -75,4 +75,67 @@ pub async fn consume_until_stopped<H, Fut, E>(
         });
     }
     while loops.join_next().await.is_some() {}
+}
+
+/// How often a dead-letter sweep runs, and how often it reads every dead letter.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
+pub const FULL_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Hands each dead letter of `queue` after sequence `after` to `handle`, oldest first;
+/// returns the last sequence seen.
+pub async fn sweep_dead_letters<H, Fut, E>(
+    transport: &dyn Transport,
+    queue: &QueueName,
+    mut after: Option<i64>,
+    handle: &H,
+) -> Result<Option<i64>, E>
+where
+    H: Fn(DeadLetter) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: From<QueueError>,
+{
+    const PAGE: usize = 500;
+    loop {
+        let page = transport.peek_dead_letters(queue, after, PAGE).await?;
+        let full = page.len() == PAGE;
+        for dead in page {
+            after = Some(dead.sequence);
+            handle(dead).await?;
+        }
+        if !full {
+            return Ok(after);
+        }
+    }
+}
+
+/// Sweeps the dead letters of `queue` until `shutdown`: every [`SWEEP_EVERY`] those after
+/// the last one seen, and every [`FULL_SWEEP_EVERY`] all of them, because dead letters can
+/// arrive out of sequence order (a lock that expires late). `handle` must be idempotent.
+pub async fn sweep_dead_letters_until_stopped<H, Fut, E>(
+    name: &'static str,
+    transport: Arc<dyn Transport>,
+    queue: QueueName,
+    shutdown: CancellationToken,
+    handle: H,
+) where
+    H: Fn(DeadLetter) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display + From<QueueError>,
+{
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let (mut after, mut full_pass_at) = (None, tokio::time::Instant::now());
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if tokio::time::Instant::now() >= full_pass_at {
+            after = None;
+            full_pass_at = tokio::time::Instant::now() + FULL_SWEEP_EVERY;
+        }
+        match sweep_dead_letters(transport.as_ref(), &queue, after, &handle).await {
+            Ok(last) => after = last.or(after),
+            Err(e) => tracing::warn!(service = name, error = %e, "sweeping dead letters failed"),
+        }
+    }
 }

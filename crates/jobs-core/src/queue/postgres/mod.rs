@@ -191,7 +191,7 @@ impl PgTransport {
 
     /// Abandon and dead-letter share one statement: release the lock (with a delay) or,
     /// when `reason` is given or the delivery count is exhausted, move to the dead-letter
-    /// queue. Returns false when the caller no longer held the lock.
+    /// queue. Fails with `LockLost` when the caller no longer held the lock.
     async fn release(
         &self,
         queue: &QueueName,
