@@ -1,9 +1,11 @@
-//! Results: `GET /v1/jobs/{id}/result` answers with a short-lived signed link (a redirect),
-//! and `GET /v1/downloads/{id}?expires=…&signature=…` serves the file to whoever holds an
-//! unexpired link — no API key needed, so a browser can follow it.
+//! Results: `GET /v1/jobs/{id}/result` (and an import's `GET /v1/jobs/{id}/rejects`)
+//! answers with a short-lived signed link (a redirect), and
+//! `GET /v1/downloads/{id}?expires=…&signature=…[&file=rejects]` serves the file to whoever
+//! holds an unexpired link — no API key needed, so a browser can follow it.
 //!
-//! The signature is HMAC-SHA256 over `{job_id}.{expires}` with the download signing key;
-//! changing any part of the link, or using it after `expires`, gets 403.
+//! The signature is HMAC-SHA256 over `{job_id}.{expires}` (`{job_id}/rejects.{expires}` for
+//! a rejects report) with the download signing key; changing any part of the link, or
+//! using it after `expires`, gets 403.
 
 use axum::Json;
 use axum::body::Body;
@@ -15,7 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use jobs_core::JobStatus;
-use jobs_core::export::assemble::ExportResult;
+use jobs_core::export::ExportFormat;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
@@ -23,6 +25,38 @@ use sha2::Sha256;
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::ApiError;
+
+/// The file of a job's result: any kind's result with a `path` (an export's names its
+/// format too; others are typed by the path's extension).
+#[derive(Debug, Deserialize)]
+struct ResultFile {
+    path: String,
+    #[serde(default)]
+    format: Option<ExportFormat>,
+}
+
+impl ResultFile {
+    fn extension(&self) -> &str {
+        match self.format {
+            Some(f) => f.extension(),
+            None => self
+                .path
+                .rsplit_once('.')
+                .map(|(_, ext)| ext)
+                .filter(|ext| !ext.contains('/'))
+                .unwrap_or("bin"),
+        }
+    }
+
+    fn content_type(&self) -> &'static str {
+        match (self.format, self.extension()) {
+            (Some(f), _) => f.content_type(),
+            (None, "json") => "application/json",
+            (None, "ndjson") => "application/x-ndjson",
+            (None, _) => "application/octet-stream",
+        }
+    }
+}
 
 /// Signs and checks download links.
 #[derive(Clone)]
@@ -94,18 +128,76 @@ pub async fn result(
             ),
         });
     }
-    let expires = chrono::Utc::now().timestamp() + state.cfg.download.link_ttl_secs as i64;
-    // A store that signs its own URLs (Azure: a SAS URL) serves the file itself; otherwise
-    // the API streams it behind its own signed link.
-    let stored: Option<ExportResult> = job
+    let stored: Option<ResultFile> = job
         .result
         .clone()
         .and_then(|r| serde_json::from_value(r).ok());
-    let direct = match &stored {
-        Some(r) if state.cfg.download.direct_links => {
+    Ok(link(
+        &state,
+        &headers,
+        &id,
+        None,
+        stored.as_ref().map(|r| r.path.as_str()),
+    )
+    .await)
+}
+
+/// `GET /v1/jobs/{id}/rejects`: an import's rejects report (`line,column,value,reason`), as
+/// a redirect to a signed link. Available once the job has finished, failed or not, when a
+/// row was rejected.
+pub async fn rejects(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id = id.parse().map_err(|_| ApiError::NotFound)?;
+    let job = state
+        .store
+        .get(&tenant.0, job_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let path = job
+        .result
+        .as_ref()
+        .and_then(|r| r.get("rejects_path"))
+        .and_then(|p| p.as_str())
+        .map(str::to_owned);
+    let Some(path) = path else {
+        return Err(if job.status.is_terminal() {
+            ApiError::Missing("the job rejected no rows: it has no rejects report")
+        } else {
+            ApiError::Conflict {
+                code: "not_ready",
+                message: format!(
+                    "the job is {}; its rejects report exists once it has finished",
+                    job.status
+                ),
+            }
+        });
+    };
+    Ok(link(&state, &headers, &id, Some(REJECTS), Some(&path)).await)
+}
+
+/// The `file` of a download link to an import's rejects report.
+const REJECTS: &str = "rejects";
+
+/// A redirect to a short-lived link to a job's file: the blob store's own signed URL where
+/// it can make one (Azure: a SAS URL, so the file does not pass through the API), else the
+/// API's link signed over `{job id}[/{file}].{expires}`.
+async fn link(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    file: Option<&str>,
+    path: Option<&str>,
+) -> Response {
+    let expires = chrono::Utc::now().timestamp() + state.cfg.download.link_ttl_secs as i64;
+    let direct = match path {
+        Some(path) if state.cfg.download.direct_links => {
             match state
                 .blobs
-                .signed_url(&r.path, state.cfg.download.link_ttl())
+                .signed_url(path, state.cfg.download.link_ttl())
                 .await
             {
                 Ok(url) => url,
@@ -121,14 +213,21 @@ pub async fn result(
     };
     let url = match direct {
         Some(u) => u,
-        None => format!(
-            "{}/v1/downloads/{id}?expires={expires}&signature={}",
-            state.base_url(&headers).trim_end_matches('/'),
-            state.signer.sign(&id, expires)
-        ),
+        None => {
+            let subject = match file {
+                Some(f) => format!("{id}/{f}"),
+                None => id.to_owned(),
+            };
+            let file_param = file.map(|f| format!("&file={f}")).unwrap_or_default();
+            format!(
+                "{}/v1/downloads/{id}?expires={expires}&signature={}{file_param}",
+                state.base_url(headers).trim_end_matches('/'),
+                state.signer.sign(&subject, expires)
+            )
+        }
     };
     let expires_at = chrono::DateTime::from_timestamp(expires, 0);
-    Ok((
+    (
         StatusCode::FOUND,
         [
             (header::LOCATION, url.clone()),
@@ -136,16 +235,18 @@ pub async fn result(
         ],
         Json(json!({ "download_url": url, "expires_at": expires_at })),
     )
-        .into_response())
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
 pub struct LinkQuery {
     expires: Option<i64>,
     signature: Option<String>,
+    /// Which file of the job: absent for its result, `rejects` for an import's report.
+    file: Option<String>,
 }
 
-/// `GET /v1/downloads/{id}?expires=…&signature=…`: streams the result file.
+/// `GET /v1/downloads/{id}?expires=…&signature=…[&file=rejects]`: streams the file.
 pub async fn download(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -158,7 +259,12 @@ pub async fn download(
     let (Some(expires), Some(sig)) = (q.expires, q.signature) else {
         return Ok(forbidden());
     };
-    if expires < chrono::Utc::now().timestamp() || !state.signer.verify(&id, expires, &sig) {
+    let subject = match q.file.as_deref() {
+        None => id.clone(),
+        Some(REJECTS) => format!("{id}/{REJECTS}"),
+        Some(_) => return Ok(forbidden()),
+    };
+    if expires < chrono::Utc::now().timestamp() || !state.signer.verify(&subject, expires, &sig) {
         return Ok(forbidden());
     }
     let job = state
@@ -166,29 +272,46 @@ pub async fn download(
         .get_any(id.parse().map_err(|_| ApiError::NotFound)?)
         .await
         .map_err(|_| ApiError::NotFound)?;
-    let result: ExportResult = job
-        .result
-        .and_then(|r| serde_json::from_value(r).ok())
-        .ok_or_else(|| ApiError::Gone {
-            message: "the job has no result file".into(),
-        })?;
-    let stream = state
-        .blobs
-        .read(&result.path)
-        .await
-        .map_err(|e| ApiError::Gone {
-            message: format!("the result file is gone: {e}"),
-        })?;
+    let no_file = || ApiError::Gone {
+        message: "the job has no such file".into(),
+    };
+    let (path, bytes, content_type, filename) = if q.file.is_some() {
+        let result = job.result.as_ref().ok_or_else(no_file)?;
+        let path = result["rejects_path"].as_str().ok_or_else(no_file)?;
+        let bytes = result["rejects_bytes"].as_u64().ok_or_else(no_file)?;
+        (
+            path.to_owned(),
+            bytes,
+            "text/csv; charset=utf-8".to_owned(),
+            format!("{}-rejects.csv", job.id),
+        )
+    } else {
+        let result: ResultFile = job
+            .result
+            .and_then(|r| serde_json::from_value(r).ok())
+            .ok_or_else(no_file)?;
+        let bytes = state
+            .blobs
+            .size(&result.path)
+            .await
+            .map_err(|e| ApiError::Gone {
+                message: format!("the file is gone: {e}"),
+            })?;
+        let (content_type, filename) = (
+            result.content_type().to_owned(),
+            format!("{}.{}", job.id, result.extension()),
+        );
+        (result.path, bytes, content_type, filename)
+    };
+    let stream = state.blobs.read(&path).await.map_err(|e| ApiError::Gone {
+        message: format!("the file is gone: {e}"),
+    })?;
     let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
-    let filename = format!("{}.{}", job.id, result.format.extension());
     Ok((
         StatusCode::OK,
         [
-            (
-                header::CONTENT_TYPE,
-                result.format.content_type().to_owned(),
-            ),
-            (header::CONTENT_LENGTH, result.bytes.to_string()),
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_LENGTH, bytes.to_string()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{filename}\""),

@@ -14,6 +14,13 @@ pub enum ApiError {
     Unauthorized,
     #[error("not found")]
     NotFound,
+    #[error("no such schedule")]
+    NoSuchSchedule,
+    /// Not found, saying what (`"no such upload"`).
+    #[error("{0}")]
+    Missing(&'static str),
+    #[error("{message}")]
+    TooLarge { message: String },
     #[error("{message}")]
     BadRequest { message: String },
     #[error("{field}: {message}")]
@@ -54,6 +61,12 @@ impl From<jobs_core::store::StoreError> for ApiError {
     }
 }
 
+impl From<jobs_core::schedule::ScheduleError> for ApiError {
+    fn from(e: jobs_core::schedule::ScheduleError) -> Self {
+        Self::internal(e)
+    }
+}
+
 impl From<jobs_core::queue::QueueError> for ApiError {
     fn from(e: jobs_core::queue::QueueError) -> Self {
         Self::internal(e)
@@ -79,6 +92,14 @@ impl IntoResponse for ApiError {
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no such job".to_owned(),
+                None,
+            ),
+            Self::NoSuchSchedule => (StatusCode::NOT_FOUND, "not_found", self.to_string(), None),
+            Self::Missing(what) => (StatusCode::NOT_FOUND, "not_found", (*what).to_owned(), None),
+            Self::TooLarge { message } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                message.clone(),
                 None,
             ),
             Self::BadRequest { message } => (

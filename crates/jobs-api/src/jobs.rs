@@ -5,15 +5,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jobs_core::dataset::CatalogError;
 use jobs_core::document::job_document;
 use jobs_core::envelope::TraceContext;
-use jobs_core::export::ExportSpec;
-use jobs_core::export::spec::CheckError;
+use jobs_core::jobtype::ParamsError;
 use jobs_core::messages::JobMessage;
-use jobs_core::queue::Transport;
 use jobs_core::store::{CreateOutcome, Job, JobFilter, ListCursor, NewJob, StoreError};
 use jobs_core::{JobId, JobKind, JobStatus};
 use serde::Deserialize;
@@ -22,6 +17,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::ApiError;
+use crate::paging;
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -52,48 +48,7 @@ pub async fn submit(
     let request: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
         message: format!("the body is not valid JSON: {e}"),
     })?;
-    let obj = request
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("", "the body must be a JSON object"))?;
-    for key in obj.keys() {
-        if !["kind", "export", "notify"].contains(&key.as_str()) {
-            return Err(ApiError::invalid(key.as_str(), "is not a known field"));
-        }
-    }
-    let kind = match obj.get("kind") {
-        Some(Value::String(k)) if k == "export" => JobKind::EXPORT,
-        Some(Value::String(k)) => {
-            return Err(ApiError::invalid(
-                "kind",
-                format!("job kind `{k}` is not supported; supported: export"),
-            ));
-        }
-        Some(_) => return Err(ApiError::invalid("kind", "must be a string")),
-        None => return Err(ApiError::invalid("kind", "is required")),
-    };
-    let export = obj
-        .get("export")
-        .ok_or_else(|| ApiError::invalid("export", "is required for an export job"))?;
-    let name = ExportSpec::dataset_name(export)?;
-    let ds = state.catalog.get(name).await.map_err(|e| match e {
-        CatalogError::Unknown(n) => {
-            let known: Vec<&str> = state.catalog.names().collect();
-            ApiError::invalid(
-                "export.dataset",
-                format!("unknown dataset `{n}` (known: {})", known.join(", ")),
-            )
-        }
-        CatalogError::Unavailable { problem, .. } => ApiError::invalid("export.dataset", problem),
-        CatalogError::Db(e) => ApiError::internal(e),
-    })?;
-    let spec = ExportSpec::parse(export, &ds, &state.cfg.export)?;
-    spec.check_values(state.store.pool(), &ds)
-        .await
-        .map_err(|e| match e {
-            CheckError::Invalid(i) => i.into(),
-            CheckError::Db(e) => ApiError::internal(e),
-        })?;
-    let notify = parse_notify(obj.get("notify"), state.cfg.notifier.allow_private_networks)?;
+    let (kind, params) = validate_request(&state, &tenant, &request).await?;
 
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
@@ -110,9 +65,13 @@ pub async fn submit(
             )
         }
     };
-    let mut params = json!({ "export": spec });
-    if let Some(n) = notify {
-        params["notify"] = n;
+    if let Some(k) = &idempotency_key
+        && k.starts_with(jobs_core::schedule::IDEMPOTENCY_PREFIX)
+    {
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            "must not start with `schedule:` (reserved for the jobs schedules make)",
+        ));
     }
     let new = NewJob {
         id: JobId::new(),
@@ -150,11 +109,12 @@ pub async fn submit(
             trace: TraceContext::current(),
         };
         state
-            .transport
+            .sender
             .send_in(&mut tx, &state.queues.jobs, &[msg.to_message()])
             .await?;
     }
     tx.commit().await?;
+    state.sender.committed();
 
     let job = outcome.job();
     let body = Json(doc(&state, &headers, job));
@@ -168,6 +128,60 @@ pub async fn submit(
             (StatusCode::OK, [(header::LOCATION, location)], body).into_response()
         }
     })
+}
+
+/// Checks a job request (`{"kind", <kind>: {…}, "notify"?}`) as `POST /v1/jobs` does, for
+/// submissions and schedules alike: returns the kind and the parameters to store.
+pub(crate) async fn validate_request(
+    state: &AppState,
+    tenant: &Tenant,
+    request: &Value,
+) -> Result<(JobKind, Value), ApiError> {
+    let obj = request
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("", "the body must be a JSON object"))?;
+    let kind = match obj.get("kind") {
+        Some(Value::String(k)) => JobKind::parse(k)
+            .ok()
+            .filter(|k| state.job_types.get(k).is_some())
+            .ok_or_else(|| {
+                let known: Vec<&str> = state.job_types.kinds().map(JobKind::as_str).collect();
+                ApiError::invalid(
+                    "kind",
+                    format!(
+                        "job kind `{k}` is not supported; supported: {}",
+                        known.join(", ")
+                    ),
+                )
+            })?,
+        Some(_) => return Err(ApiError::invalid("kind", "must be a string")),
+        None => return Err(ApiError::invalid("kind", "is required")),
+    };
+    for key in obj.keys() {
+        if !["kind", "notify", kind.as_str()].contains(&key.as_str()) {
+            return Err(ApiError::invalid(key.as_str(), "is not a known field"));
+        }
+    }
+    let job_type = state
+        .job_types
+        .get(&kind)
+        .ok_or_else(|| ApiError::invalid("kind", "is not supported"))?;
+    let raw = obj
+        .get(kind.as_str())
+        .ok_or_else(|| ApiError::invalid(kind.as_str(), format!("is required for a {kind} job")))?;
+    let checked = job_type
+        .validate(&tenant.0, raw, &state.kind_env)
+        .await
+        .map_err(|e| match e {
+            ParamsError::Invalid(i) => ApiError::from(i),
+            ParamsError::Unavailable(why) => ApiError::internal(why),
+        })?;
+    let notify = parse_notify(obj.get("notify"), state.cfg.notifier.allow_private_networks)?;
+    let mut params = json!({ kind.as_str(): checked });
+    if let Some(n) = notify {
+        params["notify"] = n;
+    }
+    Ok((kind, params))
 }
 
 fn parse_notify(notify: Option<&Value>, allow_private: bool) -> Result<Option<Value>, ApiError> {
@@ -238,21 +252,6 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-fn encode_cursor(c: &ListCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{}", c.created_at.to_rfc3339(), c.id))
-}
-
-fn decode_cursor(s: &str) -> Option<ListCursor> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
-    let (at, id) = raw.split_once('|')?;
-    Some(ListCursor {
-        created_at: chrono::DateTime::parse_from_rfc3339(at)
-            .ok()?
-            .with_timezone(&chrono::Utc),
-        id: id.parse().ok()?,
-    })
-}
-
 /// `GET /v1/jobs?status=&kind=&limit=&cursor=`
 pub async fn list(
     State(state): State<AppState>,
@@ -271,28 +270,15 @@ pub async fn list(
         .kind
         .map(|k| JobKind::parse(&k).map_err(|e| ApiError::invalid("kind", e.to_string())))
         .transpose()?;
-    let limit = match q.limit {
-        None => 50,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| ApiError::invalid("limit", "must be an integer from 1 to 500"))?,
-    };
-    let after = q
-        .cursor
-        .map(|c| {
-            decode_cursor(&c)
-                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API returned"))
-        })
-        .transpose()?;
+    let limit = paging::limit(q.limit)?;
+    let after = paging::cursor(q.cursor)?.map(|(created_at, id)| ListCursor { created_at, id });
     let page = state
         .store
         .list(&tenant.0, &JobFilter { status, kind }, after, limit)
         .await?;
     let jobs: Vec<Value> = page.jobs.iter().map(|j| doc(&state, &headers, j)).collect();
     Ok(Json(
-        json!({ "jobs": jobs, "next_cursor": page.next.as_ref().map(encode_cursor) }),
+        json!({ "jobs": jobs, "next_cursor": page.next.as_ref().map(|c| paging::encode_cursor(c.created_at, c.id)) }),
     ))
 }
 
@@ -337,25 +323,13 @@ pub async fn cancel(
             status: job.status,
             trace: TraceContext::current(),
         };
+        // Through the outbox when there is one: a broker outage delays the event only.
+        let mut conn = state.store.pool().acquire().await?;
         state
-            .transport
-            .send(&state.queues.events, &[event.to_message()])
+            .sender
+            .send_in(&mut conn, &state.queues.events, &[event.to_message()])
             .await?;
+        state.sender.committed();
     }
     Ok((StatusCode::ACCEPTED, Json(doc(&state, &headers, &job))).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = ListCursor {
-            created_at: chrono::Utc::now(),
-            id: JobId::new(),
-        };
-        assert_eq!(decode_cursor(&encode_cursor(&c)), Some(c));
-        assert_eq!(decode_cursor("not-a-cursor"), None);
-    }
 }

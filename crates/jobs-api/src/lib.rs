@@ -6,12 +6,21 @@
 //! | `GET /v1/jobs` | list the tenant's jobs, newest first (`status`, `kind`, `limit`, `cursor`) |
 //! | `GET /v1/jobs/{id}` | the job document |
 //! | `POST /v1/jobs/{id}/cancel` | stop a job: remaining items are skipped |
+//! | `POST /v1/jobs/{id}/retry-failed` | send a failed job's failed items again |
 //! | `GET /v1/jobs/{id}/result` | a redirect to a short-lived signed download link |
+//! | `GET /v1/jobs/{id}/rejects` | an import's rejects report, the same way |
 //! | `GET /v1/jobs/{id}/events` | live progress (Server-Sent Events) |
+//! | `POST /v1/schedules`, `GET /v1/schedules` | create a schedule (`201`), list them |
+//! | `GET`, `DELETE /v1/schedules/{id}` | a schedule with its recent runs; delete it |
+//! | `POST /v1/schedules/{id}/pause`, `…/resume` | stop and restart its ticks |
+//! | `POST /v1/uploads` | a file for an import, streamed to the blob store (`201`) |
+//! | `POST /v1/uploads/direct` | a signed URL to upload a file straight to Blob Storage |
+//! | `POST /v1/uploads/{id}/complete` | records a direct upload's size and SHA-256 |
+//! | `GET /v1/uploads/{id}` | an upload's size and SHA-256 |
 //! | `GET /v1/downloads/{id}` | the file, for holders of a valid signed link |
 //! | `GET /health/live`, `/health/ready` | probes |
 //!
-//! Every `/v1/jobs` route needs `Authorization: Bearer <api key>`; a tenant never sees
+//! Every `/v1/jobs`, `/v1/schedules` and `/v1/uploads` route needs `Authorization: Bearer <api key>`; a tenant never sees
 //! another tenant's jobs (they answer 404, as unknown jobs do). The API never calls another
 //! service: it writes the job and its first message in one transaction and reads status
 //! from the job store.
@@ -21,6 +30,10 @@ mod download;
 mod error;
 mod events;
 mod jobs;
+mod paging;
+mod retry;
+mod schedules;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -31,8 +44,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use jobs_core::blob::BlobStore;
 use jobs_core::dataset::Catalog;
+use jobs_core::jobtype::{JobTypes, KindEnv};
 use jobs_core::messages::Queues;
-use jobs_core::queue::PgTransport;
+use jobs_core::queue::outbox::TxSender;
+use jobs_core::runtime::Runtime;
 use jobs_core::store::JobStore;
 use jobs_core::{Config, TenantId};
 use secrecy::ExposeSecret;
@@ -50,12 +65,15 @@ pub use error::ApiError;
 pub struct AppState {
     pub cfg: Arc<Config>,
     pub store: JobStore,
-    /// Submissions write the job and its first message in one transaction, which the
-    /// Postgres transport can join.
-    pub transport: Arc<PgTransport>,
+    /// Submissions write the job and its first message in one transaction: the Postgres
+    /// transport joins it, any other goes through the outbox.
+    pub sender: TxSender,
     pub queues: Queues,
     pub catalog: Arc<Catalog>,
     pub blobs: BlobStore,
+    /// The job kinds accepted, and what their validation may use.
+    pub job_types: JobTypes,
+    pub kind_env: KindEnv,
     pub signer: LinkSigner,
     /// Job changes announced by the store, fanned out to SSE clients.
     pub job_events: broadcast::Sender<Value>,
@@ -86,9 +104,30 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/retry-failed", post(retry::retry_failed))
         .route("/v1/jobs/{id}/result", get(download::result))
+        .route("/v1/jobs/{id}/rejects", get(download::rejects))
         .route("/v1/jobs/{id}/events", get(events::events))
+        // Uploads stream to the blob store under their own limit (api.max_upload_bytes),
+        // not the JSON body limit.
+        .route(
+            "/v1/uploads",
+            post(uploads::create).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/uploads/direct", post(uploads::direct))
+        .route("/v1/uploads/{id}", get(uploads::get))
+        .route("/v1/uploads/{id}/complete", post(uploads::complete))
         .route("/v1/downloads/{id}", get(download::download))
+        .route(
+            "/v1/schedules",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/v1/schedules/{id}",
+            get(schedules::get).delete(schedules::delete),
+        )
+        .route("/v1/schedules/{id}/pause", post(schedules::pause))
+        .route("/v1/schedules/{id}/resume", post(schedules::resume))
         .route(
             "/health/live",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
@@ -117,15 +156,13 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prepares the API's state: registers the dev key (if configured), starts the job events
-/// listener.
+/// listener and, for a transport outside Postgres, the outbox relay.
 pub async fn state(
-    cfg: Arc<Config>,
-    store: JobStore,
-    transport: Arc<PgTransport>,
-    catalog: Arc<Catalog>,
-    blobs: BlobStore,
+    rt: &Runtime,
+    job_types: JobTypes,
     stop: CancellationToken,
 ) -> Result<AppState, jobs_core::store::StoreError> {
+    let (cfg, store, sender) = (rt.cfg.clone(), rt.store.clone(), rt.tx_sender.clone());
     let dev_key = cfg.auth.dev_api_key.expose_secret();
     if !dev_key.is_empty() {
         // Validated at start-up.
@@ -138,15 +175,20 @@ pub async fn state(
         }
     }
     let (job_events, _) = broadcast::channel(1024);
-    events::spawn_listener(store.pool(), job_events.clone(), stop).await?;
+    events::spawn_listener(store.pool(), job_events.clone(), stop.clone()).await?;
+    if let TxSender::Outbox(outbox) = &sender {
+        tokio::spawn(outbox.clone().relay_until_stopped(stop));
+    }
     Ok(AppState {
         signer: LinkSigner::new(cfg.download.signing_key.expose_secret()),
         cfg,
         store,
-        transport,
+        sender,
         queues: Queues::default(),
-        catalog,
-        blobs,
+        catalog: rt.catalog.clone(),
+        blobs: rt.blobs.clone(),
+        job_types,
+        kind_env: KindEnv::from_runtime(rt),
         job_events,
     })
 }

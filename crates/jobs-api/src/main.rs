@@ -4,11 +4,8 @@ fn main() -> std::process::ExitCode {
     jobs_core::service::main("jobs-api", |rt, stop| async move {
         let listener = tokio::net::TcpListener::bind(rt.cfg.api.listen).await?;
         let state = jobs_api::state(
-            rt.cfg.clone(),
-            rt.store,
-            rt.transport,
-            rt.catalog,
-            rt.blobs,
+            &rt,
+            jobs_core::jobtype::JobTypes::with_builtins(),
             stop.clone(),
         )
         .await?;

@@ -1,6 +1,6 @@
-//! `offload submit | watch | download`: a small client of the HTTP API.
+//! `offload submit | watch | download | import`: a small client of the HTTP API.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where the API is and who we are.
 #[derive(Debug, Clone, Args)]
@@ -141,11 +141,46 @@ impl Client {
         }
     }
 
-    /// Downloads the result through its signed link; returns the bytes written.
-    pub async fn download(&self, id: &str, to: &PathBuf) -> anyhow::Result<u64> {
+    /// Sends a file to `POST /v1/uploads`, streamed from disk; returns the upload.
+    pub async fn upload(&self, path: &Path) -> anyhow::Result<Value> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let len = file.metadata().await?.len();
+        let chunks = futures::stream::unfold(file, |mut file| async move {
+            let mut buf = vec![0u8; 1 << 20];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), file))
+                }
+                Err(e) => Some((Err(e), file)),
+            }
+        });
         let resp = self
             .http
-            .get(format!("{}/v1/jobs/{id}/result", self.base))
+            .post(format!("{}/v1/uploads", self.base))
+            .bearer_auth(&self.key)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .with_context(|| format!("reaching the API at {}", self.base))?;
+        self.json(resp).await
+    }
+
+    /// Downloads the result through its signed link; returns the bytes written.
+    pub async fn download(&self, id: &str, to: &PathBuf) -> anyhow::Result<u64> {
+        self.download_file(id, "result", to).await
+    }
+
+    /// Downloads a job's file (`result`, or an import's `rejects`) through its signed
+    /// link; returns the bytes written.
+    pub async fn download_file(&self, id: &str, file: &str, to: &PathBuf) -> anyhow::Result<u64> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/jobs/{id}/{file}", self.base))
             .bearer_auth(&self.key)
             .send()
             .await

@@ -1,5 +1,6 @@
 //! The `offload` command line: all services in one process (`up`), the demo, migrations,
-//! a client for the API (`submit`, `watch`, `download`), tenants, and queue inspection.
+//! a client for the API (`submit`, `watch`, `download`, `import`), tenants, and queue
+//! inspection.
 
 mod client;
 pub mod demo;
@@ -15,7 +16,7 @@ use jobs_core::runtime::Runtime;
 use jobs_core::{Config, TenantId};
 use secrecy::ExposeSecret;
 
-pub use services::{Parts, Services};
+pub use services::{Kinds, Parts, Services};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +66,25 @@ pub enum Command {
         /// Where to write it (default: <id>.<format> in the current directory).
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// Upload a CSV or NDJSON file and import it into a dataset (upserted by key); follows
+    /// the job until it finishes.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        dataset: String,
+        /// csv or ndjson (default: ndjson for .ndjson/.jsonl files, csv otherwise).
+        #[arg(long)]
+        format: Option<String>,
+        /// Check and count only; load nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Fail the job when more rows than this are rejected.
+        #[arg(long, default_value_t = 0)]
+        max_rejected: u64,
+        /// Where to write the rejects report when rows were rejected.
+        #[arg(long)]
+        rejects: Option<PathBuf>,
     },
     /// Manage tenants.
     #[command(subcommand)]
@@ -141,6 +161,54 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 .unwrap_or_else(|| PathBuf::from(format!("{id}.{ext}")));
             let n = c.download(id, &to).await?;
             println!("wrote {n} bytes to {}", to.display());
+            Ok(())
+        }
+        Command::Import {
+            ref file,
+            ref dataset,
+            ref format,
+            dry_run,
+            max_rejected,
+            ref rejects,
+        } => {
+            let format = format.clone().unwrap_or_else(|| {
+                let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+                if matches!(ext, "ndjson" | "jsonl") {
+                    "ndjson"
+                } else {
+                    "csv"
+                }
+                .to_owned()
+            });
+            let c = client();
+            let upload = c.upload(file).await?;
+            let text = |k: &str| upload[k].as_str().unwrap_or("?").to_owned();
+            eprintln!(
+                "uploaded {} bytes (sha256 {}) as {}",
+                upload["bytes"],
+                text("sha256"),
+                text("upload_id")
+            );
+            let body = serde_json::json!({"kind": "import", "import": {
+                "dataset": dataset, "upload_id": upload["upload_id"], "format": format,
+                "dry_run": dry_run, "max_rejected": max_rejected}});
+            let job = c.submit(&body, None).await?;
+            let id = job["id"]
+                .as_str()
+                .context("the API returned no job id")?
+                .to_owned();
+            let done = c.watch(&id, false).await?;
+            println!("{}", serde_json::to_string_pretty(&done)?);
+            if let (Some(to), Some(_)) = (rejects, done["result"].get("rejects_url")) {
+                let n = c.download_file(&id, "rejects", to).await?;
+                eprintln!("wrote the rejects report ({n} bytes) to {}", to.display());
+            }
+            anyhow::ensure!(
+                done["status"] == "succeeded",
+                "the import {}: {}",
+                done["status"],
+                done["error"]
+            );
             Ok(())
         }
         Command::Tenant(TenantCommand::Create { ref id }) => {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use jobs_core::jobtype::{JobType, JobTypes, KindEnv};
 use jobs_core::runtime::Runtime;
 use jobs_enqueuer::EnqueuerContext;
 use jobs_notifier::NotifierContext;
@@ -34,6 +35,43 @@ impl Parts {
     };
 }
 
+/// The job kinds a deployment runs: their job types (validation and planning, for the API
+/// and the enqueuer) and their processors and finalizers (for the worker). A team's own
+/// kinds are added here before the services start; see `examples/sum-kind`.
+#[derive(Debug, Clone)]
+pub struct Kinds {
+    pub job_types: JobTypes,
+    pub processors: Registry,
+}
+
+impl Kinds {
+    /// The built-in kinds (export, import).
+    pub fn builtins() -> Self {
+        Self {
+            job_types: JobTypes::with_builtins(),
+            processors: Registry::with_builtins(),
+        }
+    }
+
+    /// Adds a job kind: its job type, the processors of its work items and its finalizer.
+    ///
+    /// # Panics
+    /// When a kind is registered twice (a programming error, found at start-up).
+    pub fn with(
+        mut self,
+        job_type: Arc<dyn JobType>,
+        processors: Vec<Arc<dyn jobs_worker::Processor>>,
+        finalizer: Arc<dyn jobs_worker::Finalizer>,
+    ) -> Self {
+        self.job_types.register(job_type);
+        for p in processors {
+            self.processors.register(p);
+        }
+        self.processors.register_finalizer(finalizer);
+        self
+    }
+}
+
 /// The running services.
 #[derive(Debug)]
 pub struct Services {
@@ -49,27 +87,30 @@ impl Services {
         Self::start_parts(runtime, listener, Parts::ALL).await
     }
 
-    /// Starts the API and the chosen other services.
+    /// Starts the API and the chosen other services, with the built-in job kinds.
     pub async fn start_parts(
         runtime: Runtime,
         listener: TcpListener,
         parts: Parts,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(runtime, listener, parts, Kinds::builtins()).await
+    }
+
+    /// Starts the API and the chosen other services, running `kinds`.
+    pub async fn start_with(
+        runtime: Runtime,
+        listener: TcpListener,
+        parts: Parts,
+        kinds: Kinds,
     ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let cfg = runtime.cfg.clone();
         let mut tasks = JoinSet::new();
 
         let api_url = format!("http://{}", listener.local_addr()?);
-        let state = jobs_api::state(
-            cfg.clone(),
-            runtime.store.clone(),
-            runtime.transport.clone(),
-            runtime.catalog.clone(),
-            runtime.blobs.clone(),
-            stop.clone(),
-        )
-        .await
-        .context("starting the API")?;
+        let state = jobs_api::state(&runtime, kinds.job_types.clone(), stop.clone())
+            .await
+            .context("starting the API")?;
         let api_stop = stop.clone();
         tasks.spawn(async move {
             if let Err(e) = jobs_api::run(state, listener, api_stop).await {
@@ -81,21 +122,23 @@ impl Services {
             store: runtime.store.clone(),
             transport: runtime.transport.clone(),
             queues: runtime.queues.clone(),
-            catalog: runtime.catalog.clone(),
+            job_types: kinds.job_types.clone(),
+            env: KindEnv::from_runtime(&runtime),
             max_delivery_count: cfg.queue.max_delivery_count,
-            exact_plan_max_rows: cfg.export.exact_plan_max_rows,
+            tx_sender: runtime.tx_sender.clone(),
         });
         if parts.enqueuer {
             tasks.spawn(jobs_enqueuer::run_until_stopped(enqueuer, stop.clone()));
         }
 
         let worker = Arc::new(WorkerContext {
+            cfg: cfg.clone(),
             store: runtime.store.clone(),
             transport: runtime.transport.clone(),
             queues: runtime.queues.clone(),
             blobs: runtime.blobs.clone(),
             catalog: runtime.catalog.clone(),
-            registry: Registry::with_builtins(),
+            registry: kinds.processors.clone(),
             settings: WorkerSettings::from_config(&cfg),
         });
         if parts.worker {

@@ -21,14 +21,27 @@ pub fn job_document(job: &Job, base_url: &str) -> Value {
         "started_at": job.started_at,
         "finished_at": job.finished_at,
     });
+    // The finalizer's result, as its kind wrote it, except where a file lives in the blob
+    // store (`path`, `rejects_path`: internal): a download link stands in for it.
     if let Some(r) = &job.result {
-        doc["result"] = json!({
-            "rows": r.get("rows"),
-            "bytes": r.get("bytes"),
-            "sha256": r.get("sha256"),
-            "format": r.get("format"),
-            "download_url": format!("{}/v1/jobs/{}/result", base_url.trim_end_matches('/'), job.id),
-        });
+        let mut result = r.clone();
+        let base = base_url.trim_end_matches('/');
+        if let Some(obj) = result.as_object_mut() {
+            if obj.remove("path").is_some() {
+                obj.insert(
+                    "download_url".into(),
+                    json!(format!("{base}/v1/jobs/{}/result", job.id)),
+                );
+            }
+            // An import's rejects report.
+            if obj.remove("rejects_path").is_some() {
+                obj.insert(
+                    "rejects_url".into(),
+                    json!(format!("{base}/v1/jobs/{}/rejects", job.id)),
+                );
+            }
+        }
+        doc["result"] = result;
     }
     if let Some(e) = &job.error {
         doc["error"] = json!(e);

@@ -53,6 +53,33 @@ impl WorkItem {
         format!("{}:{}", self.job_id, self.seq)
     }
 
+    /// The message id of this item in retry round `round`: `{job_id}:{seq}` for the first
+    /// sending, `{job_id}:{seq}:retry-{round}` after that, so duplicate detection tells a
+    /// retry from a repeat. Workers find items by the body's `job_id` and `seq`, never by
+    /// the message id, so a retried message is handled like the first.
+    pub fn message_id_in_round(&self, round: u32) -> String {
+        with_round(self.message_id(), round)
+    }
+}
+
+/// `id` with the retry-round suffix of round `round` (none for round 0).
+pub fn with_round(id: String, round: u32) -> String {
+    if round == 0 {
+        id
+    } else {
+        format!("{id}:retry-{round}")
+    }
+}
+
+/// The retry round a message id was sent in (0 without a `:retry-{n}` suffix).
+pub fn round_of(message_id: &str) -> u32 {
+    message_id
+        .rsplit_once(":retry-")
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+impl WorkItem {
     pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
         let bytes = serde_json::to_vec(self)?;
         if bytes.len() > MAX_ENVELOPE_BYTES {
@@ -94,6 +121,17 @@ mod tests {
         let it = item();
         assert_eq!(it.message_id(), format!("{}:7", it.job_id));
         assert_eq!(WorkItem::decode(&it.encode().unwrap()).unwrap(), it);
+    }
+
+    #[test]
+    fn retry_rounds_are_in_the_message_id() {
+        let it = item();
+        assert_eq!(it.message_id_in_round(0), it.message_id());
+        let retried = it.message_id_in_round(3);
+        assert_eq!(retried, format!("{}:7:retry-3", it.job_id));
+        assert_eq!(round_of(&retried), 3);
+        assert_eq!(round_of(&it.message_id()), 0);
+        assert_eq!(round_of("garbage:retry-x"), 0);
     }
 
     #[test]

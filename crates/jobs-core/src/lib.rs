@@ -10,10 +10,13 @@
 //! - [`store`]: the job-status store (jobs, work items, counters, tenants);
 //! - [`messages`]: the queues the services talk through and their control messages;
 //! - [`blob`]: the blob store (streaming writes, deterministic paths);
-//! - [`dataset`], [`export`]: the dataset catalog and the export job (request, plan, parts,
-//!   assembly);
+//! - [`dataset`], [`export`], [`import`]: the dataset catalog, the export job (request,
+//!   plan, parts, assembly) and the import job (uploads split into byte ranges, upserted by
+//!   key, rejected rows reported);
+//! - [`ingest`]: the ingest job (source APIs, partitions, pages, adaptive concurrency);
 //! - [`queue`]: the queue transport trait with Service Bus semantics and its Postgres
-//!   implementation.
+//!   implementation;
+//! - [`schedule`]: jobs fired on a cron expression in a time zone.
 
 pub mod blob;
 pub mod config;
@@ -23,12 +26,16 @@ pub mod document;
 pub mod envelope;
 pub mod export;
 pub mod id;
+pub mod import;
+pub mod ingest;
+pub mod jobtype;
 pub mod kind;
 pub mod messages;
 pub mod net;
 pub mod process;
 pub mod queue;
 pub mod runtime;
+pub mod schedule;
 pub mod service;
 pub mod status;
 pub mod store;

@@ -89,7 +89,6 @@ impl JobMessage {
         // Serializing a plain enum of ids cannot fail.
         let body = serde_json::to_vec(self).unwrap_or_default();
         OutgoingMessage::new(self.message_id(), body)
-            .with_property("content-type", "application/json")
     }
 
     pub fn decode(body: &[u8]) -> Result<Self, BadMessage> {
@@ -105,9 +104,19 @@ impl JobMessage {
 
 impl WorkItem {
     pub fn to_message(&self) -> Result<OutgoingMessage, crate::envelope::EnvelopeError> {
-        Ok(OutgoingMessage::new(self.message_id(), self.encode()?)
-            .with_property("content-type", "application/json")
-            .with_property("kind", self.kind.as_str()))
+        self.to_message_in_round(0)
+    }
+
+    /// The message of this item in retry round `round` (see
+    /// [`WorkItem::message_id_in_round`]).
+    pub fn to_message_in_round(
+        &self,
+        round: u32,
+    ) -> Result<OutgoingMessage, crate::envelope::EnvelopeError> {
+        Ok(
+            OutgoingMessage::new(self.message_id_in_round(round), self.encode()?)
+                .with_property("kind", self.kind.as_str()),
+        )
     }
 }
 

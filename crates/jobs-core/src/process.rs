@@ -18,6 +18,14 @@ pub enum ProcessError {
     },
     #[error("fatal: {reason}")]
     Fatal { reason: String },
+    /// Finalizers only: the job ends `failed` for a reason of its own (a rule of its kind,
+    /// such as too many rejected rows), and `result` is recorded all the same, so that what
+    /// it describes (a report) stays reachable. A processor returning it is `Fatal`.
+    #[error("job failed: {reason}")]
+    JobFailed {
+        reason: String,
+        result: serde_json::Value,
+    },
 }
 
 impl ProcessError {
@@ -47,7 +55,9 @@ impl ProcessError {
 
     pub fn reason(&self) -> &str {
         match self {
-            Self::Retryable { reason, .. } | Self::Fatal { reason } => reason,
+            Self::Retryable { reason, .. }
+            | Self::Fatal { reason }
+            | Self::JobFailed { reason, .. } => reason,
         }
     }
 }

@@ -7,11 +7,15 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::blob::{BlobError, BlobStore};
-use crate::config::Config;
+use crate::config::{Config, TransportKind};
 use crate::dataset::Catalog;
 use crate::db::DbError;
 use crate::messages::Queues;
-use crate::queue::{PgTransport, PgTransportOptions, QueueError, QueueSpec, Transport};
+use crate::queue::outbox::{Outbox, TxSender};
+use crate::queue::{
+    ConnectionString, PgTransport, PgTransportOptions, QueueError, QueueSpec, ServiceBusTransport,
+    Transport,
+};
 use crate::store::JobStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +35,10 @@ pub struct Runtime {
     pub cfg: Arc<Config>,
     pub pool: PgPool,
     pub store: JobStore,
-    pub transport: Arc<PgTransport>,
+    pub transport: Arc<dyn Transport>,
+    /// Sends messages as part of a database transaction: the Postgres transport directly,
+    /// any other through the outbox (whose relay the API runs).
+    pub tx_sender: TxSender,
     pub queues: Queues,
     pub blobs: BlobStore,
     pub catalog: Arc<Catalog>,
@@ -44,28 +51,48 @@ impl Runtime {
         if pending > 0 {
             return Err(StartError::Schema(format!("{pending} migrations pending")));
         }
-        let transport = Arc::new(
-            PgTransport::start(pool.clone(), PgTransportOptions::from_config(&cfg.queue)).await?,
-        );
+        let (transport, tx_sender): (Arc<dyn Transport>, TxSender) = match cfg.queue.transport {
+            TransportKind::Postgres => {
+                let pg = Arc::new(
+                    PgTransport::start(pool.clone(), PgTransportOptions::from_config(&cfg.queue))
+                        .await?,
+                );
+                (pg.clone(), TxSender::Postgres(pg))
+            }
+            TransportKind::Servicebus => {
+                let cs = ConnectionString::parse(secrecy::ExposeSecret::expose_secret(
+                    &cfg.queue.servicebus_connection_string,
+                ))?;
+                let sb: Arc<dyn Transport> = Arc::new(ServiceBusTransport::new(&cs)?);
+                (sb.clone(), TxSender::Outbox(Outbox::new(pool.clone(), sb)))
+            }
+        };
         let queues = Queues::default();
         let default = |name| QueueSpec::from_config(name, &cfg.queue);
-        transport
-            .ensure_queue(&default(queues.jobs.clone()))
-            .await?;
-        transport
-            .ensure_queue(&default(queues.work.clone()))
-            .await?;
         // One delivery per webhook attempt: the first plus one per scheduled retry.
         let mut events = default(queues.events.clone());
         events.max_delivery_count = cfg.notifier.retry_schedule_secs.len() as u32 + 1;
         events.lock_duration = cfg.notifier.timeout() + Duration::from_secs(30);
-        transport.ensure_queue(&events).await?;
+        let specs = [
+            (default(queues.jobs.clone()), "queue.lock_duration_secs"),
+            (default(queues.work.clone()), "queue.lock_duration_secs"),
+            (events, "notifier.timeout_secs (+ 30 s)"),
+        ];
+        // What the broker would refuse is refused here first, with the key named.
+        let caps = transport.capabilities();
+        for (spec, key) in &specs {
+            caps.check(spec, key)?;
+        }
+        for (spec, _) in &specs {
+            transport.ensure_queue(spec).await?;
+        }
         let blobs = BlobStore::from_config(&cfg.blob)?;
         let catalog = Arc::new(Catalog::new(pool.clone(), cfg.datasets.clone()));
         Ok(Self {
             store: JobStore::new(pool.clone()),
             pool,
             transport,
+            tx_sender,
             queues,
             blobs,
             catalog,

@@ -2,15 +2,20 @@
 //!
 //! ```text
 //! queued ─► planning ─► running ─► finalizing ─► succeeded
-//!   │          │           │            │
-//!   │          │           │            └────────► failed
-//!   │          ├───────────┴─────────────────────► failed
+//!   │          │         ▲ │            │
+//!   │          │         │ │            └────────► failed
+//!   │          ├─────────┼─┴─────────────────────► failed
+//!   │          │         └── retry-failed ───────── failed
 //!   ├──────────┴─► cancelling ─► cancelled
 //!   └────────────────────────────► cancelled
 //! ```
 //!
 //! `queued` and `planning` jobs may also fail (a plan that cannot be made). A job in
-//! `finalizing` is past the point of cancellation: its result is being assembled. The store
+//! `finalizing` is past the point of cancellation: its result is being assembled. The one
+//! way out of a terminal status is `failed → running`, taken only when the job's owner asks
+//! for its failed items to be sent again (`POST /v1/jobs/{id}/retry-failed`): the store
+//! moves those items back to pending in the same transaction, so the job's counters and
+//! items agree and the job ends again through the normal path. The store
 //! writes every status change as `UPDATE … WHERE status = ANY(sources_of(to))`, so a change
 //! that the machine forbids can never reach the database, whoever attempts it.
 
@@ -68,7 +73,8 @@ impl JobStatus {
         }
     }
 
-    /// No transition leaves a terminal status.
+    /// The job has ended. Only `failed` has a way out: `running` again, when its failed
+    /// items are retried on request.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
@@ -79,7 +85,8 @@ impl JobStatus {
         match to {
             Queued => &[],
             Planning => &[Queued],
-            Running => &[Planning],
+            // Failed: retrying a finished job's failed items (`JobStore::retry_failed_in`).
+            Running => &[Planning, Failed],
             Finalizing => &[Running],
             Succeeded => &[Finalizing],
             Failed => &[Queued, Planning, Running, Finalizing],
@@ -133,10 +140,11 @@ mod tests {
     }
 
     #[test]
-    fn terminal_statuses_have_no_way_out() {
+    fn terminal_statuses_have_no_way_out_but_a_retry() {
         for from in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             for to in JobStatus::ALL {
-                assert!(!from.can_become(to), "{from} -> {to} must be refused");
+                let retry = (from, to) == (Failed, Running);
+                assert_eq!(from.can_become(to), retry, "{from} -> {to}");
             }
         }
     }

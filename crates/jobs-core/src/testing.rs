@@ -81,9 +81,14 @@ async fn ensure_template(admin: &PgConnectOptions) -> String {
             .await
             .unwrap();
     if !exists {
-        // Templates of earlier schema versions are of no use any more.
+        // Templates of other schema versions are dropped once a day old: younger ones may
+        // belong to another checkout testing at the same time on this server.
         let old: Vec<String> = sqlx::query_scalar(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE 'offload\\_tpl\\_%'",
+            "SELECT datname::text FROM pg_database
+             WHERE datname LIKE 'offload\\_tpl\\_%'
+               AND shobj_description(oid, 'pg_database') ~ '^created [0-9]+$'
+               AND split_part(shobj_description(oid, 'pg_database'), ' ', 2)::bigint
+                   < extract(epoch FROM now())::bigint - 86400",
         )
         .fetch_all(&mut conn)
         .await
@@ -111,6 +116,10 @@ async fn ensure_template(admin: &PgConnectOptions) -> String {
         conn.execute(format!("ALTER DATABASE {building} RENAME TO {name}").as_str())
             .await
             .unwrap();
+        let now = chrono::Utc::now().timestamp();
+        conn.execute(format!("COMMENT ON DATABASE {name} IS 'created {now}'").as_str())
+            .await
+            .unwrap();
     }
     conn.execute("SELECT pg_advisory_unlock(7243091)")
         .await
@@ -121,12 +130,24 @@ async fn ensure_template(admin: &PgConnectOptions) -> String {
 impl TestDb {
     pub async fn new() -> Self {
         let (admin, server_url) = server();
-        let template = ensure_template(&admin).await;
         let name = format!("offload_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect_with(&admin).await.unwrap();
-        conn.execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
-            .await
-            .unwrap();
+        // A checkout of an older version may drop the template meanwhile: make it again.
+        let mut attempts = 0;
+        loop {
+            let template = ensure_template(&admin).await;
+            let created = conn
+                .execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
+                .await;
+            match created {
+                Ok(_) => break,
+                Err(e) if attempts < 3 => {
+                    attempts += 1;
+                    eprintln!("creating the test database failed ({e}); trying again");
+                }
+                Err(e) => panic!("creating the test database: {e}"),
+            }
+        }
         conn.close().await.unwrap();
         let pool = PgPoolOptions::new()
             .max_connections(40)

@@ -1,22 +1,25 @@
 //! The enqueuer: receives `job.requested`, plans the job into work items, records the plan
-//! and sends the items (fan-out).
+//! and sends the items (fan-out). It also fires schedules ([`schedules`]).
 //!
 //! Safe to crash anywhere and to receive the same request twice: the plan is recorded in
 //! the job store *before* any item is sent, a redelivered request re-sends the recorded
 //! items (never a new plan), and item message ids are deterministic, so the queue drops
 //! the copies.
 
+pub mod schedules;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobs_core::dataset::{Catalog, CatalogError};
+use jobs_core::JobStatus;
 use jobs_core::envelope::{TraceContext, WorkItem};
-use jobs_core::export::{self, ExportSpec};
+use jobs_core::jobtype::{JobTypes, KindEnv, PlanError};
 use jobs_core::messages::{JobMessage, Queues};
 use jobs_core::process::backoff;
+use jobs_core::queue::outbox::TxSender;
 use jobs_core::queue::{DeadLetter, OutgoingMessage, QueueError, ReceivedMessage, Transport};
+use jobs_core::schedule::ScheduleError;
 use jobs_core::store::{Job, JobStore, PlanOutcome, PlannedItem, StoreError};
-use jobs_core::{JobKind, JobStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -28,12 +31,29 @@ pub struct EnqueuerContext {
     pub store: JobStore,
     pub transport: Arc<dyn Transport>,
     pub queues: Queues,
-    pub catalog: Arc<Catalog>,
+    /// The planners, by job kind.
+    pub job_types: JobTypes,
+    pub env: KindEnv,
     /// The jobs queue's max delivery count: a plan that keeps failing for transient reasons
     /// fails the job on its last delivery.
     pub max_delivery_count: u32,
-    /// Tables up to this many rows are planned at exact boundaries, larger ones by sampling.
-    pub exact_plan_max_rows: u64,
+    /// Writes a fired schedule's job message in the transaction that creates the job.
+    pub tx_sender: TxSender,
+}
+
+impl EnqueuerContext {
+    /// Everything from the runtime, planning `job_types`.
+    pub fn from_runtime(rt: &jobs_core::runtime::Runtime, job_types: JobTypes) -> Self {
+        Self {
+            store: rt.store.clone(),
+            transport: rt.transport.clone(),
+            queues: rt.queues.clone(),
+            job_types,
+            env: KindEnv::from_runtime(rt),
+            max_delivery_count: rt.cfg.queue.max_delivery_count,
+            tx_sender: rt.tx_sender.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,20 +62,14 @@ pub enum EnqueuerError {
     Queue(#[from] QueueError),
     #[error("job store: {0}")]
     Store(#[from] StoreError),
+    #[error("schedules: {0}")]
+    Schedule(#[from] ScheduleError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Processed,
     Empty,
-}
-
-/// Why a plan could not be made.
-enum PlanError {
-    /// No retry can help: the job fails with this reason.
-    Fatal(String),
-    /// Try again later.
-    Retryable(String),
 }
 
 /// Receives at most one job message (waiting up to `wait`) and handles it completely.
@@ -85,16 +99,28 @@ pub async fn handle_message(
         Ok(other) => {
             let why = format!("the jobs queue does not take {}", other.message_id());
             return settle(
-                ctx.transport
-                    .dead_letter(q, &msg.lock, "UnexpectedMessage", &why)
-                    .await,
+                jobs_core::queue::consume::reject(
+                    ctx.transport.as_ref(),
+                    ctx.store.pool(),
+                    q,
+                    &msg,
+                    "UnexpectedMessage",
+                    &why,
+                )
+                .await,
             );
         }
         Err(e) => {
             return settle(
-                ctx.transport
-                    .dead_letter(q, &msg.lock, "MalformedMessage", &e.to_string())
-                    .await,
+                jobs_core::queue::consume::reject(
+                    ctx.transport.as_ref(),
+                    ctx.store.pool(),
+                    q,
+                    &msg,
+                    "MalformedMessage",
+                    &e.to_string(),
+                )
+                .await,
             );
         }
     };
@@ -106,9 +132,15 @@ pub async fn handle_message(
             Err(StoreError::UnknownJob(id)) => {
                 let why = format!("job {id} does not exist");
                 return settle(
-                    ctx.transport
-                        .dead_letter(q, &msg.lock, "UnknownJob", &why)
-                        .await,
+                    jobs_core::queue::consume::reject(
+                        ctx.transport.as_ref(),
+                        ctx.store.pool(),
+                        q,
+                        &msg,
+                        "UnknownJob",
+                        &why,
+                    )
+                    .await,
                 );
             }
             Err(e) => return Err(e.into()),
@@ -253,7 +285,7 @@ async fn plan_job(
         let finalize = WorkItem {
             job_id: job.id,
             seq: 0,
-            kind: finalize_kind(&job.kind),
+            kind: job_type(ctx, job)?.finalize_kind(),
             payload: serde_json::json!({}),
             correlation_id: correlation_id.to_owned(),
             trace: trace.clone(),
@@ -304,14 +336,6 @@ async fn cancel_unplanned(
     Ok(())
 }
 
-fn finalize_kind(kind: &JobKind) -> jobs_core::WorkKind {
-    if *kind == JobKind::EXPORT {
-        export::FINALIZE
-    } else {
-        jobs_core::WorkKind::from_static("unknown.finalize")
-    }
-}
-
 async fn recorded(ctx: &EnqueuerContext, job: &Job) -> Result<Vec<PlannedItem>, PlanError> {
     let items = ctx
         .store
@@ -325,42 +349,17 @@ async fn recorded(ctx: &EnqueuerContext, job: &Job) -> Result<Vec<PlannedItem>, 
         .collect())
 }
 
-async fn make_plan(ctx: &EnqueuerContext, job: &Job) -> Result<Vec<PlannedItem>, PlanError> {
-    if job.kind != JobKind::EXPORT {
-        return Err(PlanError::Fatal(format!(
-            "job kind `{}` has no planner",
-            job.kind
-        )));
-    }
-    let spec: ExportSpec = job
-        .params
-        .get("export")
-        .cloned()
-        .ok_or_else(|| PlanError::Fatal("the job has no export parameters".into()))
-        .and_then(|v| {
-            serde_json::from_value(v)
-                .map_err(|e| PlanError::Fatal(format!("invalid export parameters: {e}")))
-        })?;
-    let ds = ctx.catalog.get(&spec.dataset).await.map_err(|e| match e {
-        CatalogError::Db(e) => PlanError::Retryable(e.to_string()),
-        other => PlanError::Fatal(other.to_string()),
-    })?;
-    export::plan::plan(ctx.store.pool(), &ds, &spec, ctx.exact_plan_max_rows)
-        .await
-        .map_err(|e| {
-            if is_permanent(&e) {
-                PlanError::Fatal(format!("planning the export failed: {e}"))
-            } else {
-                PlanError::Retryable(format!("planning the export failed: {e}"))
-            }
-        })
+fn job_type<'a>(
+    ctx: &'a EnqueuerContext,
+    job: &Job,
+) -> Result<&'a std::sync::Arc<dyn jobs_core::jobtype::JobType>, PlanError> {
+    ctx.job_types
+        .get(&job.kind)
+        .ok_or_else(|| PlanError::Fatal(format!("job kind `{}` has no planner", job.kind)))
 }
 
-/// Data and definition errors (SQLSTATE classes 22 and 42) fail the same way every time.
-fn is_permanent(e: &jobs_core::sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| c.starts_with("22") || c.starts_with("42"))
+async fn make_plan(ctx: &EnqueuerContext, job: &Job) -> Result<Vec<PlannedItem>, PlanError> {
+    job_type(ctx, job)?.plan(job, &ctx.env).await
 }
 
 /// Plan requests that reached the dead-letter queue by themselves (the lock expired on
@@ -391,8 +390,10 @@ pub async fn handle_dead_letter(
     Ok(())
 }
 
-/// Plans jobs until `shutdown` is cancelled, sweeping the jobs queue's dead letters.
+/// Plans jobs and fires schedules until `shutdown` is cancelled, sweeping the jobs queue's
+/// dead letters.
 pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {
+    let schedules = tokio::spawn(schedules::fire_until_stopped(ctx.clone(), shutdown.clone()));
     let sweeper = {
         let (ctx, transport, queue, stop) = (
             ctx.clone(),
@@ -406,13 +407,19 @@ pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: Cancellation
                 async move { handle_dead_letter(&ctx, dead).await }
             };
             jobs_core::queue::consume::sweep_dead_letters_until_stopped(
-                "enqueuer", transport, queue, stop, handle,
+                "enqueuer",
+                transport,
+                ctx.store.pool().clone(),
+                queue,
+                stop,
+                handle,
             )
             .await;
         })
     };
     plan_until_stopped(ctx, shutdown).await;
     let _ = sweeper.await;
+    let _ = schedules.await;
 }
 
 async fn plan_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {

@@ -1,18 +1,25 @@
-//! `jobs-enqueuer`: plans submitted jobs into work items until SIGTERM.
+//! `jobs-enqueuer`: plans submitted jobs into work items and fires schedules until SIGTERM.
 
 use std::sync::Arc;
 
+use jobs_core::jobtype::{JobTypes, KindEnv};
+use jobs_core::queue::outbox::TxSender;
 use jobs_enqueuer::EnqueuerContext;
 
 fn main() -> std::process::ExitCode {
     jobs_core::service::main("jobs-enqueuer", |rt, stop| async move {
+        // Fired schedules' messages go through the outbox on a broker: relay it from here too.
+        if let TxSender::Outbox(outbox) = &rt.tx_sender {
+            tokio::spawn(outbox.clone().relay_until_stopped(stop.clone()));
+        }
         let ctx = Arc::new(EnqueuerContext {
             max_delivery_count: rt.cfg.queue.max_delivery_count,
-            exact_plan_max_rows: rt.cfg.export.exact_plan_max_rows,
+            env: KindEnv::from_runtime(&rt),
+            tx_sender: rt.tx_sender,
+            job_types: JobTypes::with_builtins(),
             store: rt.store,
             transport: rt.transport,
             queues: rt.queues,
-            catalog: rt.catalog,
         });
         jobs_enqueuer::run_until_stopped(ctx, stop).await;
         Ok(())

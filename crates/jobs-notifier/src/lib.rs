@@ -84,16 +84,28 @@ pub async fn handle_message(
         Ok(other) => {
             let why = format!("the events queue does not take {}", other.message_id());
             return settle(
-                ctx.transport
-                    .dead_letter(q, &msg.lock, "UnexpectedMessage", &why)
-                    .await,
+                jobs_core::queue::consume::reject(
+                    ctx.transport.as_ref(),
+                    ctx.store.pool(),
+                    q,
+                    &msg,
+                    "UnexpectedMessage",
+                    &why,
+                )
+                .await,
             );
         }
         Err(e) => {
             return settle(
-                ctx.transport
-                    .dead_letter(q, &msg.lock, "MalformedMessage", &e.to_string())
-                    .await,
+                jobs_core::queue::consume::reject(
+                    ctx.transport.as_ref(),
+                    ctx.store.pool(),
+                    q,
+                    &msg,
+                    "MalformedMessage",
+                    &e.to_string(),
+                )
+                .await,
             );
         }
     };
@@ -106,9 +118,15 @@ pub async fn handle_message(
             Err(StoreError::UnknownJob(id)) => {
                 let why = format!("job {id} does not exist");
                 return settle(
-                    ctx.transport
-                        .dead_letter(q, &msg.lock, "UnknownJob", &why)
-                        .await,
+                    jobs_core::queue::consume::reject(
+                        ctx.transport.as_ref(),
+                        ctx.store.pool(),
+                        q,
+                        &msg,
+                        "UnknownJob",
+                        &why,
+                    )
+                    .await,
                 );
             }
             Err(e) => return Err(e.into()),
@@ -166,9 +184,15 @@ pub async fn handle_message(
                         tracing::warn!(%error, "webhook delivery failed for the last time");
                         let why = format!("{} attempts failed; last: {error}", msg.delivery_count);
                         settle(
-                            ctx.transport
-                                .dead_letter(q, &msg.lock, "WebhookFailed", &why)
-                                .await,
+                            jobs_core::queue::consume::reject(
+                                ctx.transport.as_ref(),
+                                ctx.store.pool(),
+                                q,
+                                &msg,
+                                "WebhookFailed",
+                                &why,
+                            )
+                            .await,
                         )
                     }
                 }

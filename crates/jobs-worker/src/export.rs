@@ -11,17 +11,12 @@ use jobs_core::store::{ItemRecord, Job};
 use jobs_core::{JobKind, WorkKind};
 
 use crate::WorkerContext;
-use crate::registry::{Finalizer, Processor};
+use crate::registry::{Finalizer, Processor, item_outputs, job_params};
 
 /// The export parameters stored with the job. A job whose parameters do not parse cannot
 /// be processed by any retry.
 pub(crate) fn spec_of(job: &Job) -> Result<ExportSpec, ProcessError> {
-    let export = job
-        .params
-        .get("export")
-        .ok_or_else(|| ProcessError::fatal("the job has no export parameters"))?;
-    serde_json::from_value(export.clone())
-        .map_err(|e| ProcessError::fatal(format!("the job's export parameters are invalid: {e}")))
+    job_params(job)
 }
 
 #[derive(Debug)]
@@ -72,17 +67,7 @@ impl Processor for ExportChunk {
 pub(crate) struct ExportFinalizer;
 
 fn parts(items: &[ItemRecord]) -> Result<Vec<PartOutput>, ProcessError> {
-    items
-        .iter()
-        .map(|i| {
-            let output = i.output.clone().ok_or_else(|| {
-                ProcessError::fatal(format!("part {} has no recorded output", i.item.seq))
-            })?;
-            serde_json::from_value(output).map_err(|e| {
-                ProcessError::fatal(format!("part {} output is invalid: {e}", i.item.seq))
-            })
-        })
-        .collect()
+    item_outputs(items)
 }
 
 #[async_trait]

@@ -20,14 +20,15 @@ pub async fn process_message(ctx: &WorkerContext, msg: ReceivedMessage) -> Resul
             tracing::warn!(message_id = %msg.message_id, error = %e, "dead-lettering a malformed work message");
             return settle(
                 ctx,
-                ctx.transport
-                    .dead_letter(
-                        &ctx.queues.work,
-                        &msg.lock,
-                        "MalformedEnvelope",
-                        &e.to_string(),
-                    )
-                    .await,
+                jobs_core::queue::consume::reject(
+                    ctx.transport.as_ref(),
+                    ctx.store.pool(),
+                    &ctx.queues.work,
+                    &msg,
+                    "MalformedEnvelope",
+                    &e.to_string(),
+                )
+                .await,
             );
         }
     };
@@ -71,9 +72,15 @@ async fn handle(
             let why = format!("job {id} does not exist");
             return settle(
                 ctx,
-                ctx.transport
-                    .dead_letter(queue, &msg.lock, "UnknownJob", &why)
-                    .await,
+                jobs_core::queue::consume::reject(
+                    ctx.transport.as_ref(),
+                    ctx.store.pool(),
+                    queue,
+                    msg,
+                    "UnknownJob",
+                    &why,
+                )
+                .await,
             );
         }
         Err(e) => return Err(e.into()),
@@ -130,7 +137,7 @@ async fn handle(
             after_completion(ctx, &job, &c, &item.trace).await?;
             settle(ctx, ctx.transport.complete(queue, &msg.lock).await)
         }
-        Err(ProcessError::Fatal { reason }) => {
+        Err(ProcessError::Fatal { reason } | ProcessError::JobFailed { reason, .. }) => {
             tracing::warn!(%reason, "work item failed for good");
             fail_item(ctx, msg, item, &job, "Fatal", &reason).await
         }
@@ -173,9 +180,15 @@ async fn fail_item(
     after_completion(ctx, job, &c, &item.trace).await?;
     settle(
         ctx,
-        ctx.transport
-            .dead_letter(&ctx.queues.work, &msg.lock, reason, description)
-            .await,
+        jobs_core::queue::consume::reject(
+            ctx.transport.as_ref(),
+            ctx.store.pool(),
+            &ctx.queues.work,
+            msg,
+            reason,
+            description,
+        )
+        .await,
     )
 }
 
@@ -205,12 +218,16 @@ async fn after_completion(
                 correlation_id: job.id.to_string(),
                 trace: trace.clone(),
             };
-            let out = finalize
-                .to_message()
-                .map_err(|e| QueueError::InvalidMessage {
-                    message_id: finalize.message_id(),
-                    problem: e.to_string(),
-                })?;
+            // After a retry of failed items the finalize message is a new one (the round
+            // in its id), or duplicate detection would drop it as the first one's repeat.
+            let round = ctx.store.retries(job.id).await?;
+            let out =
+                finalize
+                    .to_message_in_round(round)
+                    .map_err(|e| QueueError::InvalidMessage {
+                        message_id: finalize.message_id(),
+                        problem: e.to_string(),
+                    })?;
             ctx.transport.send(&ctx.queues.work, &[out]).await?;
         }
         JobStatus::Cancelled => announce(ctx, job.id, JobStatus::Cancelled, trace).await?,
@@ -231,9 +248,11 @@ pub(crate) async fn announce(
         status,
         trace: trace.clone(),
     };
-    ctx.transport
-        .send(&ctx.queues.events, &[event.to_message()])
-        .await?;
+    let mut message = event.to_message();
+    // A job finishing again after a retry of its failed items is a new event.
+    let round = ctx.store.retries(job_id).await?;
+    message.message_id = jobs_core::envelope::with_round(message.message_id, round);
+    ctx.transport.send(&ctx.queues.events, &[message]).await?;
     Ok(())
 }
 
@@ -293,15 +312,29 @@ async fn finalize(
             tracing::info!(%reason, ?delay, "finalization will be retried");
             settle(ctx, ctx.transport.abandon(queue, &msg.lock, delay).await)
         }
+        Err(ProcessError::JobFailed { reason, result }) => {
+            // A verdict of the job's kind, not a malfunction: nothing to dead-letter.
+            tracing::info!(%reason, "the job failed by its kind's rule");
+            ctx.store.fail_with_result(job.id, &reason, &result).await?;
+            announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
+            finalizer.cleanup(ctx, job, &items).await;
+            settle(ctx, ctx.transport.complete(queue, &msg.lock).await)
+        }
         Err(e) => {
             let why = format!("finalization failed: {}", e.reason());
             ctx.store.fail(job.id, &why).await?;
             announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
             settle(
                 ctx,
-                ctx.transport
-                    .dead_letter(queue, &msg.lock, "FinalizeFailed", &why)
-                    .await,
+                jobs_core::queue::consume::reject(
+                    ctx.transport.as_ref(),
+                    ctx.store.pool(),
+                    queue,
+                    msg,
+                    "FinalizeFailed",
+                    &why,
+                )
+                .await,
             )
         }
     }
@@ -359,9 +392,12 @@ pub(crate) async fn handle_dead_letter(
         return Ok(());
     }
     let why = format!("dead-lettered after {} deliveries", dead.delivery_count);
+    // Only for the round the message was sent in: an item retried since then is not
+    // failed by its earlier message's dead letter.
+    let round = jobs_core::envelope::round_of(&dead.message_id);
     match ctx
         .store
-        .complete_item(job.id, item.seq, &ItemOutcome::Failed { reason: why })
+        .fail_dead_lettered(job.id, item.seq, round, &why)
         .await
     {
         Ok(c) if c.counted => after_completion(ctx, &job, &c, &item.trace).await,

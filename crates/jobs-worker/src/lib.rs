@@ -21,6 +21,8 @@
 
 mod export;
 mod handle;
+mod import;
+mod ingest;
 mod registry;
 
 use std::sync::Arc;
@@ -34,11 +36,14 @@ use jobs_core::store::{JobStore, StoreError};
 use tokio_util::sync::CancellationToken;
 
 pub use handle::process_message;
-pub use registry::{Finalizer, Processor, Registry};
+pub use registry::{Finalizer, Processor, Registry, item_outputs, job_params};
 
 /// Everything a worker step needs. Built once at start, shared by all loops.
 #[derive(Debug)]
 pub struct WorkerContext {
+    /// The configuration, for kinds that need more than the fields below (ingest reads
+    /// its sources here).
+    pub cfg: Arc<jobs_core::Config>,
     pub store: JobStore,
     pub transport: Arc<dyn Transport>,
     pub queues: Queues,
@@ -115,7 +120,12 @@ pub async fn run_until_stopped(ctx: Arc<WorkerContext>, shutdown: CancellationTo
                 async move { handle::handle_dead_letter(&ctx, dead).await }
             };
             jobs_core::queue::consume::sweep_dead_letters_until_stopped(
-                "worker", transport, queue, stop, handle,
+                "worker",
+                transport,
+                ctx.store.pool().clone(),
+                queue,
+                stop,
+                handle,
             )
             .await;
         })

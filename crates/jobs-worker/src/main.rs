@@ -8,6 +8,7 @@ fn main() -> std::process::ExitCode {
     jobs_core::service::main("jobs-worker", |rt, stop| async move {
         let ctx = Arc::new(WorkerContext {
             settings: WorkerSettings::from_config(&rt.cfg),
+            cfg: rt.cfg,
             store: rt.store,
             transport: rt.transport,
             queues: rt.queues,

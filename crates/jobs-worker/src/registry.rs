@@ -15,6 +15,37 @@ use jobs_core::{JobKind, WorkKind};
 
 use crate::WorkerContext;
 
+/// The job's own parameters (`job.params[kind]`, as its job type stored them).
+pub fn job_params<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, ProcessError> {
+    let params = job
+        .params
+        .get(job.kind.as_str())
+        .ok_or_else(|| ProcessError::fatal(format!("the job has no {} parameters", job.kind)))?;
+    serde_json::from_value(params.clone()).map_err(|e| {
+        ProcessError::fatal(format!(
+            "the job's {} parameters are invalid: {e}",
+            job.kind
+        ))
+    })
+}
+
+/// Every item's recorded output, decoded, in item order: what a finalizer starts from.
+pub fn item_outputs<T: serde::de::DeserializeOwned>(
+    items: &[ItemRecord],
+) -> Result<Vec<T>, ProcessError> {
+    items
+        .iter()
+        .map(|i| {
+            let output = i.output.clone().ok_or_else(|| {
+                ProcessError::fatal(format!("item {} has no recorded output", i.item.seq))
+            })?;
+            serde_json::from_value(output).map_err(|e| {
+                ProcessError::fatal(format!("item {} output is invalid: {e}", i.item.seq))
+            })
+        })
+        .collect()
+}
+
 /// Processes one kind of work item. Must be idempotent: it may run more than once for the
 /// same item (write outputs to deterministic places).
 #[async_trait]
@@ -69,11 +100,15 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The built-in job kinds (export).
+    /// The built-in job kinds (export, import, ingest).
     pub fn with_builtins() -> Self {
         let mut r = Self::default();
         r.register(Arc::new(crate::export::ExportChunk));
         r.register_finalizer(Arc::new(crate::export::ExportFinalizer));
+        r.register(Arc::new(crate::import::ImportChunk));
+        r.register_finalizer(Arc::new(crate::import::ImportFinalizer));
+        r.register(Arc::new(crate::ingest::IngestPartition::default()));
+        r.register_finalizer(Arc::new(crate::ingest::IngestFinalizer));
         r
     }
 

@@ -68,6 +68,7 @@ async fn tenants_never_see_each_others_jobs() {
     for (method, path) in [
         (reqwest::Method::GET, format!("/v1/jobs/{id}")),
         (reqwest::Method::POST, format!("/v1/jobs/{id}/cancel")),
+        (reqwest::Method::POST, format!("/v1/jobs/{id}/retry-failed")),
         (reqwest::Method::GET, format!("/v1/jobs/{id}/result")),
         (reqwest::Method::GET, format!("/v1/jobs/{id}/events")),
     ] {
@@ -309,6 +310,7 @@ async fn progress_streams_as_server_sent_events() {
 pub fn jobs_cli_worker(stack: &Stack) -> tokio_util::sync::CancellationToken {
     let rt = stack.runtime();
     let ctx = std::sync::Arc::new(jobs_worker::WorkerContext {
+        cfg: rt.cfg.clone(),
         store: rt.store.clone(),
         transport: rt.transport.clone(),
         queues: rt.queues.clone(),

@@ -78,7 +78,7 @@ async fn a_queued_job_is_cancelled_at_once_and_finished_ones_refuse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_dead_lettered_behind_the_workers_back_still_finishes_its_job() {
-    use jobs_core::queue::{MAX_DELIVERY_REASON, Transport};
+    use jobs_core::queue::MAX_DELIVERY_REASON;
     let stack = Stack::start(
         Parts {
             enqueuer: true,

@@ -6,6 +6,7 @@
 //! at fault. This is the only module that reads the environment.
 
 mod services;
+mod sources;
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,8 +25,10 @@ pub const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
 pub use services::{
     ApiConfig, AuthConfig, BlobBackend, BlobConfig, DatasetConfig, Datasets, DownloadConfig,
-    ExportConfig, NotifierConfig, WorkerConfig, is_identifier, is_table_name,
+    ExportConfig, ImportConfig, NotifierConfig, SchedulesConfig, WorkerConfig, is_identifier,
+    is_table_name,
 };
+pub use sources::{Pagination, Partition, SourceConfig, SourceProblem, Sources};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,9 +41,14 @@ pub struct Config {
     pub blob: BlobConfig,
     pub download: DownloadConfig,
     pub export: ExportConfig,
+    pub import: ImportConfig,
     pub worker: WorkerConfig,
     pub notifier: NotifierConfig,
+    pub schedules: SchedulesConfig,
     pub datasets: Datasets,
+    /// The HTTP APIs ingest jobs read from (`[sources.<name>]`).
+    #[serde(default)]
+    pub sources: Sources,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +63,7 @@ pub struct DatabaseConfig {
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     Postgres,
+    Servicebus,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +77,7 @@ pub struct QueueConfig {
     pub dedupe_window_secs: u64,
     pub maintenance_interval_ms: u64,
     pub vacuum_dead_rows: u64,
+    pub servicebus_connection_string: SecretString,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -94,6 +104,9 @@ pub enum ConfigError {
     Parse(Box<figment::Error>),
     #[error("invalid configuration: `{key}` {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A key whose name is only known at run time (`sources.<name>.page_size`).
+    #[error("invalid configuration: `{key}` {problem}")]
+    InvalidKey { key: String, problem: String },
 }
 
 impl Config {
@@ -112,10 +125,11 @@ impl Config {
     /// Extracts and validates a configuration from any layering (tests use this with
     /// in-memory layers).
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let cfg: Config = figment
+        let mut cfg: Config = figment
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
         cfg.validate()?;
+        cfg.resolve_sources()?;
         Ok(cfg)
     }
 
@@ -166,6 +180,18 @@ impl Config {
                 "must be between 100 and 600000",
             );
         }
+        if self.queue.transport == TransportKind::Servicebus {
+            let cs = self.queue.servicebus_connection_string.expose_secret();
+            if cs.is_empty() {
+                return invalid(
+                    "queue.servicebus_connection_string",
+                    "must be set for the servicebus transport",
+                );
+            }
+            if let Err(e) = crate::queue::ConnectionString::parse(cs) {
+                return invalid("queue.servicebus_connection_string", &e.to_string());
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
             return invalid(
                 "telemetry.log_filter",
@@ -190,6 +216,21 @@ impl Config {
             |key: &'static str, problem: String| Err(ConfigError::Invalid { key, problem });
         if self.api.max_body_bytes < 1024 {
             return invalid("api.max_body_bytes", "must be at least 1024".into());
+        }
+        if self.api.max_upload_bytes == 0 {
+            return invalid("api.max_upload_bytes", "must be at least 1".into());
+        }
+        if !(60..=7 * 86_400).contains(&self.api.upload_link_ttl_secs) {
+            return invalid(
+                "api.upload_link_ttl_secs",
+                "must be between 60 and 604800 (7 days)".into(),
+            );
+        }
+        if !(1..=(1 << 30)).contains(&self.import.chunk_bytes) {
+            return invalid(
+                "import.chunk_bytes",
+                "must be between 1 and 1073741824 (1 GiB)".into(),
+            );
         }
         if crate::id::TenantId::parse(&self.auth.dev_tenant).is_err() {
             return invalid(
@@ -254,6 +295,12 @@ impl Config {
                 "needs a positive timeout and at least one retry".into(),
             );
         }
+        if !(100..=60_000).contains(&self.schedules.tick_interval_ms) {
+            return invalid(
+                "schedules.tick_interval_ms",
+                "must be between 100 and 60000".into(),
+            );
+        }
         for (name, d) in &self.datasets {
             let at = |problem: String| {
                 Err(ConfigError::Invalid {
@@ -288,6 +335,22 @@ impl Config {
             {
                 return at(format!("filterable column `{c}` is not one of its columns"));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Validates every source and reads the credentials their `auth_secret` refers to:
+    /// once, here, so a missing secret stops the process at start with the key named.
+    fn resolve_sources(&mut self) -> Result<(), ConfigError> {
+        let problem = |p: SourceProblem| ConfigError::InvalidKey {
+            key: p.key,
+            problem: p.problem,
+        };
+        for (name, source) in &mut self.sources {
+            source.validate(name).map_err(problem)?;
+            source.resolve_secret(name).map_err(problem)?;
         }
         Ok(())
     }
@@ -384,6 +447,13 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("poll_intervall_ms"), "{err}");
+
+        let err = Config::from_figment(
+            defaults().merge(Toml::string("[schedules]\ntick_interval_ms = 0")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("schedules.tick_interval_ms"), "{err}");
 
         let err = Config::load(Some(Path::new("/nonexistent/offload.toml")))
             .unwrap_err()

@@ -1,5 +1,5 @@
 //! Configuration sections of the services: API, auth, blob store, downloads, exports,
-//! workers, notifier, and the dataset catalog.
+//! imports, workers, notifier, schedules, and the dataset catalog.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,6 +14,11 @@ use serde::Deserialize;
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Largest file `POST /v1/uploads` accepts (streamed to the blob store, so this bounds
+    /// storage, not memory).
+    pub max_upload_bytes: u64,
+    /// How long the URL of a direct upload (`POST /v1/uploads/direct`) accepts writes.
+    pub upload_link_ttl_secs: u64,
     pub public_url: String,
 }
 
@@ -53,6 +58,12 @@ pub struct DownloadConfig {
     pub direct_links: bool,
 }
 
+impl ApiConfig {
+    pub fn upload_link_ttl(&self) -> Duration {
+        Duration::from_secs(self.upload_link_ttl_secs)
+    }
+}
+
 impl DownloadConfig {
     pub fn link_ttl(&self) -> Duration {
         Duration::from_secs(self.link_ttl_secs)
@@ -66,6 +77,13 @@ pub struct ExportConfig {
     pub min_chunk_rows: u32,
     pub max_chunk_rows: u32,
     pub exact_plan_max_rows: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// Bytes of the uploaded file per work item (cut at the next record boundary).
+    pub chunk_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +122,20 @@ impl NotifierConfig {
             .iter()
             .map(|s| Duration::from_secs(*s))
             .collect()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulesConfig {
+    pub tick_interval_ms: u64,
+    pub allow_sub_minute: bool,
+}
+
+impl SchedulesConfig {
+    /// How often each enqueuer looks for due schedules.
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.tick_interval_ms)
     }
 }
 

@@ -11,7 +11,7 @@ pub mod sql;
 use crate::id::JobId;
 use crate::kind::WorkKind;
 
-pub use spec::{ExportFormat, ExportSpec, Filter, FilterOp, Invalid};
+pub use spec::{CheckError, ExportFormat, ExportSpec, Filter, FilterOp, Invalid};
 
 /// Work item kind of one key range of an export.
 pub const CHUNK: WorkKind = WorkKind::from_static("export.chunk");

@@ -13,8 +13,44 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use sqlx::PgPool;
+use sqlx::types::Json;
+
 use super::{DeadLetter, QueueError, QueueName, ReceivedMessage, Transport};
 use crate::process::backoff;
+
+/// Takes a message out of circulation with a reason: dead-letters it where the transport
+/// can, otherwise (Service Bus's REST API) records it in `offload.parked_messages` and
+/// completes it, so that nothing is lost and nothing loops.
+pub async fn reject(
+    transport: &dyn Transport,
+    db: &PgPool,
+    queue: &QueueName,
+    msg: &ReceivedMessage,
+    reason: &str,
+    description: &str,
+) -> Result<(), QueueError> {
+    if transport.capabilities().dead_letter {
+        return transport
+            .dead_letter(queue, &msg.lock, reason, description)
+            .await;
+    }
+    let parked = DeadLetter {
+        sequence: msg.lock.sequence,
+        message_id: msg.message_id.clone(),
+        body: msg.body.clone(),
+        properties: msg.properties.clone(),
+        delivery_count: msg.delivery_count,
+        enqueued_at: msg.enqueued_at,
+        reason: reason.to_owned(),
+        description: Some(description.to_owned()),
+        dead_lettered_at: chrono::Utc::now(),
+    };
+    park(db, queue, &parked).await?;
+    // Parked before completed: a crash in between brings the message back, to be parked
+    // again (a second row, never a lost message).
+    transport.complete(queue, &msg.lock).await
+}
 
 /// How long an idle loop waits for a message before looking again.
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(5);
@@ -77,14 +113,39 @@ pub async fn consume_until_stopped<H, Fut, E>(
     while loops.join_next().await.is_some() {}
 }
 
+/// Records a message taken out of circulation in `offload.parked_messages`.
+pub async fn park(db: &PgPool, queue: &QueueName, dead: &DeadLetter) -> Result<(), QueueError> {
+    sqlx::query(
+        "INSERT INTO offload.parked_messages
+             (queue, message_id, body, properties, delivery_count, reason, description)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(queue.as_str())
+    .bind(&dead.message_id)
+    .bind(dead.body.as_ref())
+    .bind(Json(&dead.properties))
+    .bind(i32::try_from(dead.delivery_count).unwrap_or(i32::MAX))
+    .bind(&dead.reason)
+    .bind(dead.description.as_deref().unwrap_or(""))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// How often a dead-letter sweep runs, and how often it reads every dead letter.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 pub const FULL_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// Hands each dead letter of `queue` after sequence `after` to `handle`, oldest first;
 /// returns the last sequence seen.
+///
+/// Where the transport cannot list dead letters without receiving them (Service Bus), each
+/// is locked, recorded in `offload.parked_messages`, handled, and only then removed from
+/// the dead-letter queue: the queue drains into Postgres, so a sweep costs what is new, and
+/// a crash at any point leaves the dead letter to be swept again (`handle` is idempotent).
 pub async fn sweep_dead_letters<H, Fut, E>(
     transport: &dyn Transport,
+    db: &PgPool,
     queue: &QueueName,
     mut after: Option<i64>,
     handle: &H,
@@ -95,6 +156,24 @@ where
     E: From<QueueError>,
 {
     const PAGE: usize = 500;
+    if !transport.capabilities().browse_dead_letters {
+        const LOCKED: usize = 50;
+        loop {
+            let locked = transport.lock_dead_letters(queue, LOCKED).await?;
+            let full = locked.len() == LOCKED;
+            for (lock, dead) in locked {
+                park(db, queue, &dead).await?;
+                handle(dead).await?;
+                match transport.complete_dead_letter(queue, &lock).await {
+                    Ok(()) | Err(QueueError::LockLost { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !full {
+                return Ok(after);
+            }
+        }
+    }
     loop {
         let page = transport.peek_dead_letters(queue, after, PAGE).await?;
         let full = page.len() == PAGE;
@@ -114,6 +193,7 @@ where
 pub async fn sweep_dead_letters_until_stopped<H, Fut, E>(
     name: &'static str,
     transport: Arc<dyn Transport>,
+    db: PgPool,
     queue: QueueName,
     shutdown: CancellationToken,
     handle: H,
@@ -133,7 +213,7 @@ pub async fn sweep_dead_letters_until_stopped<H, Fut, E>(
             after = None;
             full_pass_at = tokio::time::Instant::now() + FULL_SWEEP_EVERY;
         }
-        match sweep_dead_letters(transport.as_ref(), &queue, after, &handle).await {
+        match sweep_dead_letters(transport.as_ref(), &db, &queue, after, &handle).await {
             Ok(last) => after = last.or(after),
             Err(e) => tracing::warn!(service = name, error = %e, "sweeping dead letters failed"),
         }

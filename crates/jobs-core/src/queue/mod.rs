@@ -15,9 +15,15 @@
 //!   delivered `max_delivery_count` times goes to the dead-letter queue by itself;
 //! - dead letters can be listed, received (taken away) and resubmitted;
 //! - queue depth: active, scheduled and dead-lettered counts.
+//!
+//! Where a broker cannot do one of these (Service Bus's REST API has no explicit
+//! dead-lettering, for one), [`Transport::capabilities`] says so and the transport's module
+//! documents what it does instead.
 
 pub mod consume;
+pub mod outbox;
 pub mod postgres;
+pub mod servicebus;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,6 +35,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use postgres::{PgTransport, PgTransportOptions, purge_expired_dedupe, vacuum_if_needed};
+pub use servicebus::{ConnectionString, ServiceBusTransport};
 
 /// Largest message body accepted, as Service Bus's standard tier.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -199,6 +206,64 @@ pub struct QueueDepth {
     pub dead_lettered: u64,
 }
 
+/// What a transport can do beyond the operations every one has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// [`Transport::dead_letter`] works; otherwise use [`consume::reject`].
+    pub dead_letter: bool,
+    /// [`SendReport::duplicates`] counts the messages dropped as duplicates; otherwise it is
+    /// always 0 and duplicates are dropped silently.
+    pub reports_duplicates: bool,
+    /// [`QueueDepth::locked`] is counted; otherwise it is always 0.
+    pub counts_locked: bool,
+    /// Dead letters can be listed without receiving them. Otherwise listing locks and
+    /// unlocks them, which the broker counts as deliveries of the dead letter.
+    pub browse_dead_letters: bool,
+    /// The shortest lock duration and duplicate detection window the broker accepts.
+    pub min_lock_duration: Duration,
+    pub min_dedupe_window: Duration,
+    /// The longest lock duration the broker accepts.
+    pub max_lock_duration: Duration,
+}
+
+impl Capabilities {
+    /// Everything the module documentation describes.
+    pub const ALL: Self = Self {
+        dead_letter: true,
+        reports_duplicates: true,
+        counts_locked: true,
+        browse_dead_letters: true,
+        min_lock_duration: Duration::ZERO,
+        min_dedupe_window: Duration::ZERO,
+        max_lock_duration: Duration::MAX,
+    };
+
+    /// Why `spec` would be refused by the broker, naming the configuration key at fault.
+    pub fn check(&self, spec: &QueueSpec, lock_key: &str) -> Result<(), QueueError> {
+        let invalid = |problem: String| {
+            Err(QueueError::InvalidSpec {
+                queue: spec.name.clone(),
+                problem,
+            })
+        };
+        if spec.lock_duration < self.min_lock_duration
+            || spec.lock_duration > self.max_lock_duration
+        {
+            return invalid(format!(
+                "its lock duration ({:?}, from `{lock_key}`) must be between {:?} and {:?} on this transport",
+                spec.lock_duration, self.min_lock_duration, self.max_lock_duration
+            ));
+        }
+        if !spec.dedupe_window.is_zero() && spec.dedupe_window < self.min_dedupe_window {
+            return invalid(format!(
+                "`queue.dedupe_window_secs` must be 0 or at least {:?} on this transport",
+                self.min_dedupe_window
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue {0} does not exist; create it with ensure_queue")]
@@ -211,12 +276,26 @@ pub enum QueueError {
     InvalidSpec { queue: QueueName, problem: String },
     #[error("queue database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("message broker: {0}")]
+    Broker(String),
+    #[error("the {transport} transport cannot {operation}")]
+    Unsupported {
+        transport: &'static str,
+        operation: &'static str,
+    },
+    #[error("queue transport configuration: {0}")]
+    Config(String),
 }
 
 /// A queue transport. See the module documentation for the semantics every implementation
 /// must keep.
 #[async_trait]
 pub trait Transport: Send + Sync + fmt::Debug {
+    /// What this transport can do beyond the common operations.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
     /// Creates the queue, or updates its settings when it exists.
     async fn ensure_queue(&self, spec: &QueueSpec) -> Result<(), QueueError>;
 
@@ -306,4 +385,31 @@ pub trait Transport: Send + Sync + fmt::Debug {
     ) -> Result<usize, QueueError>;
 
     async fn depth(&self, queue: &QueueName) -> Result<QueueDepth, QueueError>;
+
+    /// Locks up to `max` dead letters, oldest first, for the caller, who removes each with
+    /// [`Transport::complete_dead_letter`] once it has dealt with it; a dead letter whose
+    /// lock expires can be locked again. For brokers that cannot list dead letters without
+    /// receiving them (see [`Capabilities::browse_dead_letters`]).
+    async fn lock_dead_letters(
+        &self,
+        _queue: &QueueName,
+        _max: usize,
+    ) -> Result<Vec<(LockToken, DeadLetter)>, QueueError> {
+        Err(QueueError::Unsupported {
+            transport: "postgres",
+            operation: "lock_dead_letters",
+        })
+    }
+
+    /// Removes a dead letter locked by [`Transport::lock_dead_letters`].
+    async fn complete_dead_letter(
+        &self,
+        _queue: &QueueName,
+        _lock: &LockToken,
+    ) -> Result<(), QueueError> {
+        Err(QueueError::Unsupported {
+            transport: "postgres",
+            operation: "complete_dead_letter",
+        })
+    }
 }

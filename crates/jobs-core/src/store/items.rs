@@ -242,6 +242,35 @@ impl JobStore {
         seq: u32,
         outcome: &ItemOutcome,
     ) -> Result<Completion, StoreError> {
+        self.complete_item_in_round(job_id, seq, outcome, None)
+            .await
+    }
+
+    /// Counts item `seq` failed because its message of retry round `round` was
+    /// dead-lettered — unless the item has been retried since (a later round), when that
+    /// old dead letter says nothing about the item any more.
+    pub async fn fail_dead_lettered(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        round: u32,
+        reason: &str,
+    ) -> Result<Completion, StoreError> {
+        let outcome = ItemOutcome::Failed {
+            reason: reason.to_owned(),
+        };
+        self.complete_item_in_round(job_id, seq, &outcome, Some(round))
+            .await
+    }
+
+    /// [`JobStore::complete_item`], only if the item is in `round` (when given).
+    async fn complete_item_in_round(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        outcome: &ItemOutcome,
+        round: Option<u32>,
+    ) -> Result<Completion, StoreError> {
         let (status, reason, output) = match outcome {
             ItemOutcome::Done { output } => ("done", None, Some(output)),
             ItemOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None),
@@ -252,13 +281,15 @@ impl JobStore {
             "UPDATE offload.work_items
              SET status = $3, last_error = coalesce($4, last_error), output = $5,
                  finished_at = now()
-             WHERE job_id = $1 AND seq = $2 AND status = 'pending'",
+             WHERE job_id = $1 AND seq = $2 AND status = 'pending'
+               AND ($6::int IS NULL OR round = $6)",
         )
         .bind(job_id.as_uuid())
         .bind(seq as i32)
         .bind(status)
         .bind(reason)
         .bind(output)
+        .bind(round.map(|r| i32::try_from(r).unwrap_or(i32::MAX)))
         .execute(&mut *tx)
         .await?
         .rows_affected();

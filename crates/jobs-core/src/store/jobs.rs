@@ -261,6 +261,18 @@ impl JobStore {
         let mut conn = self.pool.acquire().await?;
         transition_on(&mut conn, id, JobStatus::Failed, None, Some(error)).await
     }
+
+    /// `→ failed`, recording why and a result document all the same (an import that
+    /// rejected too many rows keeps its counts and its rejects report).
+    pub async fn fail_with_result(
+        &self,
+        id: JobId,
+        error: &str,
+        result: &serde_json::Value,
+    ) -> Result<Option<Job>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        transition_on(&mut conn, id, JobStatus::Failed, Some(result), Some(error)).await
+    }
 }
 
 /// The one place a job's status is written.

@@ -1,4 +1,5 @@
-//! The job-status store: jobs, their planned work items, and progress counters, in Postgres.
+//! The job-status store: jobs, their planned work items, progress counters, tenants and
+//! uploads, in Postgres.
 //!
 //! This is the only shared state between services besides the queues. Every write is
 //! conditional so that any handler can run twice: status changes follow the state machine in
@@ -7,7 +8,9 @@
 
 mod items;
 mod jobs;
+mod retry;
 mod tenants;
+mod uploads;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -20,7 +23,9 @@ use crate::status::JobStatus;
 
 pub use items::{Completion, ItemOutcome, ItemRecord, PlanOutcome, PlannedItem};
 pub use jobs::{CreateOutcome, JobFilter, JobPage, ListCursor};
+pub use retry::{RetriedItem, RetryOutcome};
 pub use tenants::{WebhookAttempt, new_api_key, new_webhook_secret};
+pub use uploads::{NewUpload, Upload};
 
 /// The channel every job status change and counter update is announced on (with
 /// `pg_notify`, in the transaction that makes it), as JSON
@@ -53,6 +58,8 @@ pub enum StoreError {
     UnknownItem { job_id: JobId, seq: u32 },
     #[error("job {job_id} holds a value the store cannot read: {problem}")]
     Corrupt { job_id: JobId, problem: String },
+    #[error("upload {id} holds a value the store cannot read: {problem}")]
+    CorruptUpload { id: uuid::Uuid, problem: String },
     #[error("job store query failed: {0}")]
     Db(#[from] sqlx::Error),
 }

@@ -115,6 +115,7 @@ async fn harness(lock: Duration, max_delivery: u32) -> Harness {
         BlobStore::local(&std::env::temp_dir().join(format!("offload-w-{}", uuid::Uuid::new_v4())))
             .unwrap();
     let ctx = WorkerContext {
+        cfg: Arc::new(db.config(&[])),
         store: JobStore::new(db.pool.clone()),
         transport,
         queues,

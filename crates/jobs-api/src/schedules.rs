@@ -1,0 +1,271 @@
+//! `/v1/schedules`: jobs created on a cron expression in a time zone.
+//!
+//! A schedule holds a job request (the body `POST /v1/jobs` takes), validated here once
+//! with the same function submissions use, and stored normalized; the enqueuers create a
+//! job from it at every tick. The API only writes the schedule and its first tick: it never
+//! fires one.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use jobs_core::schedule::{
+    NewSchedule, Schedule, ScheduleCursor, ScheduleId, ScheduleRun, ScheduleStore, Timetable,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Tenant;
+use crate::error::ApiError;
+use crate::jobs::validate_request;
+use crate::paging;
+
+/// Runs shown with a schedule.
+const RECENT_RUNS: u32 = 20;
+const MAX_NAME_CHARS: usize = 200;
+
+fn store(state: &AppState) -> ScheduleStore {
+    ScheduleStore::new(state.store.pool().clone())
+}
+
+fn parse_id(id: &str) -> Result<ScheduleId, ApiError> {
+    // A malformed id cannot name any schedule: answer as for any other unknown one.
+    id.parse().map_err(|_| ApiError::NoSuchSchedule)
+}
+
+async fn tenant_schedule(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<Schedule, ApiError> {
+    store(state)
+        .get(&tenant.0, parse_id(id)?)
+        .await?
+        .ok_or(ApiError::NoSuchSchedule)
+}
+
+/// The schedule as JSON: times in UTC and, beside them, on the schedule's own wall clock.
+fn doc(s: &Schedule) -> Value {
+    let tt = s.timetable().ok();
+    let local = |t: Option<DateTime<Utc>>| match (t, &tt) {
+        (Some(t), Some(tt)) => json!(tt.local(t).to_rfc3339()),
+        _ => Value::Null,
+    };
+    let mut job = s.params.clone();
+    job["kind"] = json!(s.kind);
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "cron": s.cron,
+        "timezone": s.timezone,
+        "job": job,
+        "enabled": s.enabled,
+        "next_run_at": s.next_run_at,
+        "next_run_at_local": local(s.next_run_at),
+        "last_run_at": s.last_run_at,
+        "last_run_at_local": local(s.last_run_at),
+        "last_job_id": s.last_job_id,
+        "skipped_ticks": s.skipped_ticks,
+        "last_error": s.last_error,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+    })
+}
+
+fn run_doc(r: &ScheduleRun) -> Value {
+    json!({
+        "tick_at": r.tick_at,
+        "fired_at": r.fired_at,
+        "job_id": r.job_id,
+        "job_status": r.job_status,
+        "skipped": r.skipped,
+    })
+}
+
+fn string_field<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::invalid(key, "must be a string")),
+    }
+}
+
+/// The job request's errors, named from the schedule's body (`job.export.dataset`).
+fn under_job(e: ApiError) -> ApiError {
+    match e {
+        ApiError::Invalid { field, message } => ApiError::Invalid {
+            field: if field.is_empty() {
+                "job".to_owned()
+            } else {
+                format!("job.{field}")
+            },
+            message,
+        },
+        other => other,
+    }
+}
+
+/// `POST /v1/schedules`
+pub async fn create(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+        message: format!("the body is not valid JSON: {e}"),
+    })?;
+    let obj = request
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("", "the body must be a JSON object"))?;
+    if let Some(key) = obj
+        .keys()
+        .find(|k| !["name", "cron", "timezone", "job"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(key.as_str(), "is not a known field"));
+    }
+    let name = string_field(obj, "name")?
+        .map(str::trim)
+        .ok_or_else(|| ApiError::invalid("name", "is required"))?;
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME_CHARS} characters, without control characters"),
+        ));
+    }
+    let cron =
+        string_field(obj, "cron")?.ok_or_else(|| ApiError::invalid("cron", "is required"))?;
+    let timezone = string_field(obj, "timezone")?.unwrap_or("UTC");
+    let timetable = Timetable::parse(cron, timezone)?;
+    if !state.cfg.schedules.allow_sub_minute && timetable.fires_more_than_once_a_minute() {
+        return Err(ApiError::invalid(
+            "cron",
+            "fires more than once a minute; the seconds field may hold one value \
+             (schedules.allow_sub_minute)",
+        ));
+    }
+    let job = obj
+        .get("job")
+        .ok_or_else(|| ApiError::invalid("job", "is required"))?;
+    if !job.is_object() {
+        return Err(ApiError::invalid(
+            "job",
+            "must be an object: the body POST /v1/jobs takes",
+        ));
+    }
+    let (kind, params) = validate_request(&state, &tenant, job)
+        .await
+        .map_err(under_job)?;
+    let next_run_at = timetable.next_after(Utc::now()).ok_or_else(|| {
+        ApiError::invalid(
+            "cron",
+            "never matches a time to come (such as the 30th of February)",
+        )
+    })?;
+    let schedule = store(&state)
+        .create(&NewSchedule {
+            id: ScheduleId::new(),
+            tenant_id: tenant.0.clone(),
+            name: name.to_owned(),
+            cron: cron.trim().to_owned(),
+            timezone: timezone.to_owned(),
+            kind,
+            params,
+            next_run_at,
+        })
+        .await?;
+    tracing::info!(schedule_id = %schedule.id, tenant = %schedule.tenant_id, %next_run_at, "schedule created");
+    let location = format!("/v1/schedules/{}", schedule.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(doc(&schedule)),
+    )
+        .into_response())
+}
+
+/// `GET /v1/schedules/{id}`: the schedule and its recent runs, newest first.
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let schedule = tenant_schedule(&state, &tenant, &id).await?;
+    let runs = store(&state).runs(schedule.id, RECENT_RUNS).await?;
+    let mut body = doc(&schedule);
+    body["runs"] = runs.iter().map(run_doc).collect();
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/schedules?limit=&cursor=`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = paging::limit(q.limit)?;
+    let after = paging::cursor(q.cursor)?.map(|(created_at, id)| ScheduleCursor { created_at, id });
+    let page = store(&state).list(&tenant.0, after, limit).await?;
+    let schedules: Vec<Value> = page.schedules.iter().map(doc).collect();
+    Ok(Json(
+        json!({ "schedules": schedules, "next_cursor": page.next.as_ref().map(|c| paging::encode_cursor(c.created_at, c.id)) }),
+    ))
+}
+
+/// `POST /v1/schedules/{id}/pause`: no tick fires until it is resumed.
+pub async fn pause(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let schedule = store(&state)
+        .pause(&tenant.0, parse_id(&id)?)
+        .await?
+        .ok_or(ApiError::NoSuchSchedule)?;
+    Ok(Json(doc(&schedule)))
+}
+
+/// `POST /v1/schedules/{id}/resume`: fires again from the first tick after now.
+pub async fn resume(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let current = tenant_schedule(&state, &tenant, &id).await?;
+    let next = current
+        .timetable()
+        .map_err(|e| ApiError::internal(format!("stored schedule {}: {e:?}", current.id)))?
+        .next_after(Utc::now());
+    let schedule = store(&state)
+        .resume(&tenant.0, current.id, next)
+        .await?
+        .ok_or(ApiError::NoSuchSchedule)?;
+    Ok(Json(doc(&schedule)))
+}
+
+/// `DELETE /v1/schedules/{id}`: the schedule and its run records go; its jobs stay.
+pub async fn delete(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if store(&state).delete(&tenant.0, parse_id(&id)?).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NoSuchSchedule)
+    }
+}

@@ -1,0 +1,284 @@
+//! `/v1/uploads`: files for imports.
+//!
+//! `POST /v1/uploads` takes the file as the request body (any content type; CSV or NDJSON
+//! for an import) and streams it into the blob store at `uploads/{tenant}/{id}` — never
+//! whole in memory — counting its bytes and SHA-256 on the way; the upload is recorded only
+//! once the object is complete, so a broken-off upload leaves no record. The size limit is
+//! `api.max_upload_bytes`, checked against `Content-Length` up front and against the bytes
+//! as they arrive (the JSON body limit does not apply here). Answers `201` with
+//! `{"upload_id", "bytes", "sha256", "created_at"}`; an import then names `upload_id`.
+//!
+//! Direct uploads, where the blob store can sign URLs (Azure with an account key or an
+//! identity), keep the file from passing through the API: `POST /v1/uploads/direct` answers
+//! `201` with `{"upload_id", "upload_url", "method": "PUT", "headers", "expires_at",
+//! "complete_url"}`; the client PUTs the file to `upload_url` (Put Blob with the header
+//! `x-ms-blob-type: BlockBlob`, or Put Block + Put Block List for files over 5,000 MiB)
+//! before `expires_at` (`api.upload_link_ttl_secs`), then calls `POST
+//! /v1/uploads/{id}/complete`, which reads the blob once to record its size and SHA-256
+//! (refusing it, and deleting it, above `api.max_upload_bytes`) and answers as
+//! `POST /v1/uploads` does. The URL is signed for `uploads/{tenant}/{id}` only, so a tenant
+//! can complete only its own uploads. Imports read an upload only while its entity tag is
+//! the one recorded, so writing to the URL again after completing makes imports of it fail
+//! rather than read a changed file. Elsewhere `POST /v1/uploads/direct` is `409`.
+//!
+//! `GET /v1/uploads/{id}` describes an upload of the caller's tenant; another tenant's
+//! uploads are 404, as unknown ones.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, BodyDataStream};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use jobs_core::blob::hex;
+use jobs_core::import::upload_path;
+use jobs_core::store::{NewUpload, Upload};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::Tenant;
+use crate::error::ApiError;
+
+fn document(u: &Upload) -> Value {
+    json!({
+        "upload_id": u.id,
+        "bytes": u.bytes,
+        "sha256": u.sha256,
+        "created_at": u.created_at,
+    })
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::TooLarge {
+        message: format!(
+            "the file is larger than this API accepts ({limit} bytes, api.max_upload_bytes)"
+        ),
+    }
+}
+
+/// How much of a refused upload is still read, and thrown away, before the answer.
+const DRAIN_BYTES: u64 = 16 << 20;
+/// How long that reading may take.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads what the client is still sending (up to [`DRAIN_BYTES`] and [`DRAIN_TIME`]) before
+/// answering `err`. A client that is still writing its body when the server answers and
+/// closes gets a reset connection instead of the answer (the bytes it sent were never read);
+/// reading them first, as web servers do with a lingering close, lets it read the `413`.
+async fn refuse(stream: &mut BodyDataStream, err: ApiError) -> ApiError {
+    let drain = async {
+        let mut drained = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len() as u64;
+            if drained > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    // Either way the answer is the same; a slow client past the deadline may miss it.
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    err
+}
+
+/// `POST /v1/uploads`
+pub async fn create(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limit = state.cfg.api.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(refuse(&mut stream, too_large(limit)).await);
+    }
+    let id = Uuid::now_v7();
+    let path = upload_path(&tenant.0, id);
+    let mut writer = state
+        .blobs
+        .writer(&path)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut received: u64 = 0;
+    let failed: Option<ApiError> = loop {
+        match stream.next().await {
+            None => break None,
+            Some(Err(e)) => {
+                break Some(ApiError::BadRequest {
+                    message: format!("the upload was broken off: {e}"),
+                });
+            }
+            Some(Ok(chunk)) => {
+                received += chunk.len() as u64;
+                if received > limit {
+                    break Some(refuse(&mut stream, too_large(limit)).await);
+                }
+                if let Err(e) = writer.write(&chunk).await {
+                    break Some(ApiError::internal(e));
+                }
+            }
+        }
+    };
+    if let Some(e) = failed {
+        writer.abort().await;
+        return Err(e);
+    }
+    if received == 0 {
+        writer.abort().await;
+        return Err(ApiError::BadRequest {
+            message: "the body is empty: send the file as the request body".into(),
+        });
+    }
+    let written = writer.finish().await.map_err(ApiError::internal)?;
+    let (_, etag) = state.blobs.head(&path).await.map_err(ApiError::internal)?;
+    let upload = state
+        .store
+        .create_upload(&NewUpload {
+            id,
+            tenant: &tenant.0,
+            path: &path,
+            bytes: written.bytes,
+            sha256: &written.sha256,
+            etag: etag.as_deref(),
+        })
+        .await?;
+    tracing::info!(upload_id = %id, tenant = %tenant.0, bytes = written.bytes, "upload stored");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/uploads/{id}"))],
+        Json(document(&upload)),
+    )
+        .into_response())
+}
+
+/// `POST /v1/uploads/direct`
+pub async fn direct(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = Uuid::now_v7();
+    let path = upload_path(&tenant.0, id);
+    let ttl = state.cfg.api.upload_link_ttl();
+    let url = state
+        .blobs
+        .signed_upload_url(&path, ttl)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::Conflict {
+            code: "direct_upload_unavailable",
+            message: "this deployment's blob store cannot sign upload URLs; send the file as \
+                      the body of POST /v1/uploads"
+                .into(),
+        })?;
+    let expires_at = chrono::Utc::now() + ttl;
+    let base = state.base_url(&headers);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "upload_id": id,
+            "upload_url": url,
+            "method": "PUT",
+            "headers": {"x-ms-blob-type": "BlockBlob"},
+            "expires_at": expires_at,
+            "complete_url": format!("{base}/v1/uploads/{id}/complete"),
+        })),
+    )
+        .into_response())
+}
+
+/// `POST /v1/uploads/{id}/complete`
+pub async fn complete(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let missing = ApiError::Missing("no such upload");
+    let Ok(id) = id.parse::<Uuid>() else {
+        return Err(missing);
+    };
+    if let Some(done) = state.store.upload(&tenant.0, id).await? {
+        return Ok((StatusCode::OK, Json(document(&done))).into_response());
+    }
+    let path = upload_path(&tenant.0, id);
+    let (size, etag) = match state.blobs.head(&path).await {
+        Ok(found) => found,
+        Err(e) if e.is_not_found() => {
+            return Err(ApiError::Conflict {
+                code: "not_uploaded",
+                message: "nothing has been uploaded to this upload's URL yet".into(),
+            });
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let limit = state.cfg.api.max_upload_bytes;
+    if size > limit {
+        if let Err(e) = state.blobs.delete(&path).await {
+            tracing::warn!(error = %e, "could not delete an oversized direct upload");
+        }
+        return Err(too_large(limit));
+    }
+    // The digest of exactly the version the entity tag names.
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut stream = state
+        .blobs
+        .read_if(&path, etag.as_deref())
+        .await
+        .map_err(ApiError::internal)?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            if e.is_changed() {
+                ApiError::Conflict {
+                    code: "upload_changed",
+                    message: "the file was written again while it was being recorded".into(),
+                }
+            } else {
+                ApiError::internal(e)
+            }
+        })?;
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+    }
+    let sha256 = hex(&hasher.finalize());
+    let upload = state
+        .store
+        .create_upload(&NewUpload {
+            id,
+            tenant: &tenant.0,
+            path: &path,
+            bytes,
+            sha256: &sha256,
+            etag: etag.as_deref(),
+        })
+        .await?;
+    tracing::info!(upload_id = %id, tenant = %tenant.0, bytes, "direct upload recorded");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/uploads/{id}"))],
+        Json(document(&upload)),
+    )
+        .into_response())
+}
+
+/// `GET /v1/uploads/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let missing = ApiError::Missing("no such upload");
+    let Ok(id) = id.parse::<Uuid>() else {
+        return Err(missing);
+    };
+    let upload = state.store.upload(&tenant.0, id).await?.ok_or(missing)?;
+    Ok(Json(document(&upload)))
+}

@@ -1,0 +1,67 @@
+//! Schedules: the API's contract ([`api`]); pause / resume / delete, exactly one job per
+//! tick with several enqueuers firing at once, the missed-tick rule, and scheduled exports
+//! that run ([`firing`]).
+
+mod api;
+mod firing;
+
+use chrono::{DateTime, Utc};
+use jobs_core::jobtype::JobTypes;
+use jobs_enqueuer::EnqueuerContext;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::Stack;
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn export_job() -> Value {
+    json!({"kind": "export", "export": {"dataset": "things", "chunk_rows": 500}})
+}
+
+fn schedule(cron: &str) -> Value {
+    json!({"name": "approved expenses", "cron": cron, "timezone": "Europe/Paris", "job": export_job()})
+}
+
+async fn create(stack: &Stack, body: &Value) -> Value {
+    let (status, doc) = stack.post("/v1/schedules", body).await;
+    assert_eq!(status, 201, "{doc}");
+    doc
+}
+
+fn enqueuer(stack: &Stack) -> EnqueuerContext {
+    EnqueuerContext::from_runtime(stack.runtime(), JobTypes::with_builtins())
+}
+
+/// Makes a schedule due (as if its tick had come while nothing ran).
+async fn make_due(stack: &Stack, id: &str, at: &str) {
+    jobs_core::sqlx::query(
+        "UPDATE offload.schedules SET next_run_at = $2::timestamptz WHERE id = $1",
+    )
+    .bind(id.parse::<Uuid>().unwrap())
+    .bind(at)
+    .execute(&stack.db.pool)
+    .await
+    .unwrap();
+}
+
+async fn count(stack: &Stack, sql: &str) -> i64 {
+    jobs_core::sqlx::query_scalar(sql)
+        .fetch_one(&stack.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn delete(stack: &Stack, path: &str, key: &str) -> u16 {
+    stack
+        .http
+        .delete(format!("{}{path}", stack.api))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

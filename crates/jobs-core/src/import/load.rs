@@ -1,0 +1,211 @@
+//! Loading one byte range, in one transaction:
+//!
+//! 1. claim the item in `offload.import_commits` — a redelivered item that committed before
+//!    finds its row and returns the recorded counts without loading again (the claim also
+//!    makes a concurrent second delivery wait, then see the first one's commit);
+//! 2. try the fast path: `COPY` straight into the table under a savepoint — an initial
+//!    load, every row new and valid, is done in that one statement ([`super::stage`]);
+//! 3. otherwise (a row exists already, or is at fault) roll back to the savepoint, stage
+//!    the rows in a temporary table and upsert them by key, rows at fault isolated and
+//!    rejected ([`super::upsert`]);
+//! 4. write the rejects file, record the counts, commit — or, for a dry run, roll back:
+//!    the counts and rejects are exactly what a real run would have had, and nothing stays.
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use super::rejects::write_part;
+use super::rows::Rows;
+use super::stage::{copy_into, create_sql, stage};
+use super::target::{Table, TableColumn};
+use super::upsert::{Counts, Upsert, row_level};
+use super::{ByteRange, ImportSpec, rejects_part_path};
+use crate::blob::{BlobError, BlobStore};
+use crate::dataset::Dataset;
+use crate::id::JobId;
+
+/// What one item did; recorded as its output and summed by the finalizer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemOutput {
+    /// Records read (blank lines aside).
+    pub rows: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    /// Valid rows whose target row already held the same values.
+    pub unchanged: u64,
+    pub rejected: u64,
+    /// The item's rejects file, when it has rejects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects_path: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("importing into the database failed: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// The job cannot be processed as stored (a column gone from the table).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl LoadError {
+    /// Data and definition errors outside a row (SQLSTATE classes 22 and 42) fail the same
+    /// way every time; a missing upload too. Connection trouble, deadlocks and storage
+    /// errors may not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => !e
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("42")),
+            Self::Blob(e) => !e.is_not_found() && !e.is_changed(),
+            Self::Db(_) => true,
+            Self::Invalid(_) => false,
+        }
+    }
+}
+
+/// What loading one item needs.
+#[derive(Debug)]
+pub struct LoadItem<'a> {
+    pub pool: &'a PgPool,
+    pub blobs: &'a BlobStore,
+    pub ds: &'a Dataset,
+    pub table: &'a Table,
+    pub spec: &'a ImportSpec,
+    pub upload_path: &'a str,
+    pub job_id: JobId,
+    pub seq: u32,
+}
+
+/// Loads (or, for a dry run, checks) the records of `range`.
+pub async fn load_range(item: &LoadItem<'_>, range: &ByteRange) -> Result<ItemOutput, LoadError> {
+    let columns: Vec<&TableColumn> = item
+        .spec
+        .columns
+        .iter()
+        .map(|name| {
+            item.table.column(name).ok_or_else(|| {
+                LoadError::Invalid(format!(
+                    "column `{name}` is no longer in table {}",
+                    item.ds.table_sql
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let key = item
+        .spec
+        .columns
+        .iter()
+        .position(|c| *c == item.ds.key.name)
+        .ok_or_else(|| LoadError::Invalid("the import's columns lack the key".into()))?;
+
+    let mut tx = item.pool.begin().await?;
+    if !item.spec.dry_run {
+        let claimed: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO offload.import_commits (job_id, seq, output) VALUES ($1, $2, '{}')
+             ON CONFLICT (job_id, seq) DO NOTHING RETURNING seq",
+        )
+        .bind(item.job_id.as_uuid())
+        .bind(item.seq as i32)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            tx.rollback().await?;
+            let recorded: serde_json::Value = sqlx::query_scalar(
+                "SELECT output FROM offload.import_commits WHERE job_id = $1 AND seq = $2",
+            )
+            .bind(item.job_id.as_uuid())
+            .bind(item.seq as i32)
+            .fetch_one(item.pool)
+            .await?;
+            tracing::info!("item committed by an earlier delivery; its counts stand");
+            return serde_json::from_value(recorded)
+                .map_err(|e| LoadError::Invalid(format!("recorded output unreadable: {e}")));
+        }
+    }
+    // Deferred constraints would fail at COMMIT, after the savepoints that isolate rows.
+    sqlx::query("SET CONSTRAINTS ALL IMMEDIATE")
+        .execute(&mut *tx)
+        .await?;
+    let data = item
+        .blobs
+        .read_range_if(
+            item.upload_path,
+            range.start..range.end,
+            item.spec.upload_etag.as_deref(),
+        )
+        .await
+        .map_err(|e| {
+            if e.is_changed() {
+                LoadError::Invalid(super::job::CHANGED.into())
+            } else {
+                e.into()
+            }
+        })?;
+    let rows = || Rows::new(item.spec.format, &data, range.line, &columns, key);
+    sqlx::query("SAVEPOINT offload_copy")
+        .execute(&mut *tx)
+        .await?;
+    let (sent, counts, mut rejects) =
+        match copy_into(&mut tx, &item.ds.table_sql, &columns, rows()).await {
+            Ok(mut sent) => {
+                sqlx::query("RELEASE SAVEPOINT offload_copy")
+                    .execute(&mut *tx)
+                    .await?;
+                let counts = Counts {
+                    inserted: u64::from(sent.rows),
+                    updated: 0,
+                };
+                let rejects = std::mem::take(&mut sent.rejects);
+                (sent, counts, rejects)
+            }
+            Err(e) if row_level(&e) => {
+                tracing::debug!(error = %e, "not a plain insert; upserting");
+                sqlx::query("ROLLBACK TO SAVEPOINT offload_copy")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&create_sql(columns.len()))
+                    .execute(&mut *tx)
+                    .await?;
+                let mut sent = stage(&mut tx, rows(), columns.len()).await?;
+                let mut rejects = std::mem::take(&mut sent.rejects);
+                let counts = Upsert::new(item.ds, &columns)
+                    .run(&mut tx, sent.rows, &columns, key, &mut rejects)
+                    .await?;
+                (sent, counts, rejects)
+            }
+            Err(e) => return Err(e.into()),
+        };
+    drop(data);
+
+    let mut out = ItemOutput {
+        rows: sent.records,
+        inserted: counts.inserted,
+        updated: counts.updated,
+        unchanged: 0,
+        rejected: rejects.len() as u64,
+        rejects_path: None,
+    };
+    let valid = sent.records - out.rejected;
+    out.unchanged = valid.saturating_sub(counts.inserted + counts.updated);
+    if !rejects.is_empty() {
+        let path = rejects_part_path(item.job_id, item.seq);
+        write_part(item.blobs, &path, &mut rejects).await?;
+        out.rejects_path = Some(path);
+    }
+    if item.spec.dry_run {
+        tx.rollback().await?;
+    } else {
+        let recorded = serde_json::to_value(&out).map_err(|e| LoadError::Invalid(e.to_string()))?;
+        sqlx::query("UPDATE offload.import_commits SET output = $3 WHERE job_id = $1 AND seq = $2")
+            .bind(item.job_id.as_uuid())
+            .bind(item.seq as i32)
+            .bind(recorded)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,303 @@
+//! The upsert of one item's staged rows, and the slow path that isolates rows at fault.
+//!
+//! One statement loads every staged row: `INSERT … SELECT CAST(c AS type) … ON CONFLICT
+//! (key) DO UPDATE … WHERE (row) IS DISTINCT FROM (excluded row)` — a row already as the
+//! file has it is not written again, and `RETURNING (xmax = 0)` tells inserts from updates.
+//! Staged text is cast to the column's type without its modifier; the insert applies the
+//! modifier, so a too-long `varchar(n)` value is an error, as with `COPY`. Types without an
+//! `=` of their own (`json`) are compared as text.
+//!
+//! When that statement fails because of some row (a value that does not cast; a NOT NULL,
+//! CHECK, foreign key or unique violation; a key repeated in the range; a trigger's error),
+//! it is rolled back to a savepoint, keys repeated within the range are rejected (the first
+//! occurrence loads), and the rest is loaded by bisection: halves under savepoints until
+//! each failing part is one row, which is rejected with Postgres's own message and the
+//! column at fault. A clean range costs one statement; `k` bad rows about
+//! `2·k·log2(rows/k)` statements.
+
+use sqlx::postgres::{PgDatabaseError, PgRow};
+use sqlx::{PgConnection, Row as _};
+
+use super::rejects::{Reject, clip};
+use super::stage::STAGE;
+use super::target::TableColumn;
+use crate::dataset::{Dataset, quote_ident};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub inserted: u64,
+    pub updated: u64,
+}
+
+/// The upsert of staged rows `n >= $1 AND n < $2` that are not marked bad.
+#[derive(Debug)]
+pub struct Upsert {
+    sql: String,
+}
+
+/// A failure caused by the data of some row, which the slow path can isolate: data
+/// exceptions (22), integrity violations (23), a row affected twice (21000, a key repeated
+/// within the statement), and errors raised by triggers (P0001).
+pub fn row_level(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c == "21000" || c == "P0001")
+}
+
+/// Postgres's message for a row's failure, with its detail when it has one.
+fn message(e: &sqlx::Error) -> (Option<String>, String) {
+    match e.as_database_error() {
+        Some(d) => {
+            let pg = d.try_downcast_ref::<PgDatabaseError>();
+            let column = pg.and_then(|p| p.column()).map(str::to_owned);
+            let detail = pg.and_then(|p| p.detail());
+            let text = match detail {
+                Some(detail) => format!("{}: {detail}", d.message()),
+                None => d.message().to_owned(),
+            };
+            (column, text)
+        }
+        None => (None, e.to_string()),
+    }
+}
+
+async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(conn).await.map(|_| ())
+}
+
+impl Upsert {
+    pub fn new(ds: &Dataset, columns: &[&TableColumn]) -> Self {
+        let target: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let values: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if c.base_type_sql == "text" {
+                    format!("s.c{i}")
+                } else {
+                    format!("CAST(s.c{i} AS {})", c.base_type_sql)
+                }
+            })
+            .collect();
+        let others: Vec<&&TableColumn> = columns.iter().filter(|c| c.name != ds.key.name).collect();
+        let conflict = if others.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            let set: Vec<String> = others
+                .iter()
+                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.name)))
+                .collect();
+            let side = |prefix: &str| -> Vec<String> {
+                others
+                    .iter()
+                    .map(|c| {
+                        let q = format!("{prefix}.{}", quote_ident(&c.name));
+                        if c.has_equality {
+                            q
+                        } else {
+                            format!("{q}::text")
+                        }
+                    })
+                    .collect()
+            };
+            format!(
+                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+                set.join(", "),
+                side("t").join(", "),
+                side("EXCLUDED").join(", ")
+            )
+        };
+        let sql = format!(
+            "WITH up AS (
+                 INSERT INTO {table} AS t ({target})
+                 SELECT {values} FROM {STAGE} s WHERE s.n >= $1 AND s.n < $2 AND NOT s.bad
+                 ON CONFLICT ({key}) {conflict}
+                 RETURNING (xmax = 0) AS inserted)
+             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
+            table = ds.table_sql,
+            target = target.join(", "),
+            values = values.join(", "),
+            key = ds.key.sql,
+        );
+        Self { sql }
+    }
+
+    /// Upserts rows `lo..hi` under a savepoint: `Ok(Err(e))` when a row was at fault (the
+    /// savepoint is rolled back), `Err` for anything else.
+    async fn try_range(
+        &self,
+        conn: &mut PgConnection,
+        lo: u32,
+        hi: u32,
+    ) -> Result<Result<Counts, sqlx::Error>, sqlx::Error> {
+        exec(conn, "SAVEPOINT offload_rows").await?;
+        let done: Result<(i64, i64), sqlx::Error> = sqlx::query_as(&self.sql)
+            .bind(lo as i32)
+            .bind(hi as i32)
+            .fetch_one(&mut *conn)
+            .await;
+        match done {
+            Ok((ins, upd)) => {
+                exec(conn, "RELEASE SAVEPOINT offload_rows").await?;
+                Ok(Ok(Counts {
+                    inserted: ins as u64,
+                    updated: upd as u64,
+                }))
+            }
+            Err(e) if row_level(&e) => {
+                exec(conn, "ROLLBACK TO SAVEPOINT offload_rows").await?;
+                Ok(Err(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Loads rows `0..staged`, rejecting those at fault into `rejects`.
+    pub async fn run(
+        &self,
+        conn: &mut PgConnection,
+        staged: u32,
+        columns: &[&TableColumn],
+        key: usize,
+        rejects: &mut Vec<Reject>,
+    ) -> Result<Counts, sqlx::Error> {
+        match self.try_range(conn, 0, staged).await? {
+            Ok(counts) => return Ok(counts),
+            Err(e) => tracing::info!(error = %e, "a row is at fault; isolating it"),
+        }
+        exec(conn, &format!("CREATE INDEX ON {STAGE} (n)")).await?;
+        exec(conn, &format!("ANALYZE {STAGE}")).await?;
+        reject_repeated_keys(conn, columns, key, rejects).await?;
+        let mut counts = Counts::default();
+        // Ranges still to load, the next one last: loads go in file order.
+        let mut todo = vec![(0, staged)];
+        while let Some((lo, hi)) = todo.pop() {
+            match self.try_range(conn, lo, hi).await? {
+                Ok(c) => {
+                    counts.inserted += c.inserted;
+                    counts.updated += c.updated;
+                }
+                Err(e) if hi - lo <= 1 => {
+                    rejects.push(diagnose(conn, columns, lo, &e).await?);
+                    sqlx::query(&format!("UPDATE {STAGE} SET bad = true WHERE n = $1"))
+                        .bind(lo as i32)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Err(_) => {
+                    let mid = lo + (hi - lo) / 2;
+                    todo.push((mid, hi));
+                    todo.push((lo, mid));
+                }
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Marks every staged row whose key repeats an earlier row's (as the key's type compares
+/// them, or as text when some key does not cast) bad, and rejects it.
+async fn reject_repeated_keys(
+    conn: &mut PgConnection,
+    columns: &[&TableColumn],
+    key: usize,
+    rejects: &mut Vec<Reject>,
+) -> Result<(), sqlx::Error> {
+    let by = |expr: String| {
+        format!(
+            "UPDATE {STAGE} s SET bad = true
+             FROM (SELECT n, line, first_value(line) OVER (PARTITION BY {expr} ORDER BY n) AS first
+                   FROM {STAGE} WHERE NOT bad) d
+             WHERE s.n = d.n AND d.line <> d.first
+             RETURNING s.line, s.c{key}, d.first"
+        )
+    };
+    let typed = by(format!("CAST(c{key} AS {})", columns[key].base_type_sql));
+    exec(conn, "SAVEPOINT offload_keys").await?;
+    let found: Vec<(i64, Option<String>, i64)> =
+        match sqlx::query_as(&typed).fetch_all(&mut *conn).await {
+            Ok(rows) => rows,
+            Err(e) if row_level(&e) => {
+                exec(conn, "ROLLBACK TO SAVEPOINT offload_keys").await?;
+                sqlx::query_as(&by(format!("c{key}")))
+                    .fetch_all(&mut *conn)
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+    exec(conn, "RELEASE SAVEPOINT offload_keys").await?;
+    for (line, value, first) in found {
+        rejects.push(Reject {
+            line: line as u64,
+            column: columns[key].name.clone(),
+            value: value.map(|v| clip(v.as_bytes())),
+            reason: format!(
+                "the key repeats line {first}'s; a key may appear once per file (line {first} is loaded)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The reject of the single staged row `n`, which failed with `e`: the column whose value
+/// does not cast to its type when there is one, else the column Postgres names (NOT NULL),
+/// else the whole row, with Postgres's message.
+async fn diagnose(
+    conn: &mut PgConnection,
+    columns: &[&TableColumn],
+    n: u32,
+    e: &sqlx::Error,
+) -> Result<Reject, sqlx::Error> {
+    let cols: String = (0..columns.len())
+        .map(|i| format!("c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row: PgRow = sqlx::query(&format!(
+        "SELECT line, ARRAY[{cols}]::text[] AS vals FROM {STAGE} WHERE n = $1"
+    ))
+    .bind(n as i32)
+    .fetch_one(&mut *conn)
+    .await?;
+    let line: i64 = row.try_get("line")?;
+    let values: Vec<Option<String>> = row.try_get("vals")?;
+    let is_data_error = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("22"));
+    if is_data_error {
+        for (i, c) in columns.iter().enumerate() {
+            let Some(v) = &values[i] else { continue };
+            if c.base_type_sql == "text" {
+                continue;
+            }
+            exec(conn, "SAVEPOINT offload_cast").await?;
+            let cast = sqlx::query(&format!("SELECT CAST($1 AS {})", c.type_sql))
+                .bind(v)
+                .execute(&mut *conn)
+                .await;
+            match cast {
+                Ok(_) => exec(conn, "RELEASE SAVEPOINT offload_cast").await?,
+                Err(ce) if row_level(&ce) => {
+                    exec(conn, "ROLLBACK TO SAVEPOINT offload_cast").await?;
+                    return Ok(Reject {
+                        line: line as u64,
+                        column: c.name.clone(),
+                        value: Some(clip(v.as_bytes())),
+                        reason: message(&ce).1,
+                    });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+    let (column, reason) = message(e);
+    let at = column
+        .as_deref()
+        .and_then(|name| columns.iter().position(|c| c.name == name));
+    Ok(Reject {
+        line: line as u64,
+        column: column.unwrap_or_default(),
+        value: at.and_then(|i| values[i].as_deref().map(|v| clip(v.as_bytes()))),
+        reason,
+    })
+}

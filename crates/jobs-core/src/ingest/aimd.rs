@@ -1,0 +1,415 @@
+//! The AIMD controller behind a source's concurrency limit, as a pure state machine: it
+//! sees the outcome of each page request with explicit times (milliseconds since the
+//! epoch) and keeps a window of permitted requests in flight. The state is stored in
+//! Postgres (`offload.source_limits.state`) and changed under that row's lock
+//! ([`super::governor`]), so every worker of every process feeds and obeys one limit.
+//!
+//! - **Additive increase** while the source answers well: each success adds
+//!   `rate / limit`, so the limit grows by about `rate` per round trip (every permit is
+//!   used once per round trip). Far below the level where trouble was last seen, `rate` is
+//!   [`AimdParams::increase_per_rtt`]; close to it, [`AimdParams::probe_per_rtt`], much
+//!   smaller, because on sources that slow everyone down when overloaded (as the mock
+//!   source does, as real ones do) each overshoot costs far more than it finds.
+//! - **Multiplicative decrease** on a 429, a 5xx, a timeout or a smoothed latency more than
+//!   [`AimdParams::latency_growth`] times the learned unloaded latency: the limit is
+//!   multiplied by [`AimdParams::decrease`] (0.85: gentle, because the one-decrease-per-round-trip rule
+//!   already keeps one overload from being answered twice). The latency is smoothed (TCP's SRTT, 1/8 per
+//!   sample) so that one slow answer — a busy machine, a garbage collection at the source —
+//!   does not cut the limit; an overloaded source slows every answer and trips it within a
+//!   round trip.
+//! - **At most one decrease per round trip**: a bad outcome of a request sent before the
+//!   last decrease, or within one round trip after it (the round trip as it was then,
+//!   overload included), is ignored: the first was sent under the old limit, which has
+//!   already been cut for it (TCP's rule for one loss window), and the second met a source
+//!   still busy with the old limit's requests.
+//!
+//! The limit starts at 1 and stays within `1..=max`.
+
+use serde::{Deserialize, Serialize};
+
+/// How the controller reacts; `max` comes from the source's `max_concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AimdParams {
+    pub max: u32,
+    /// Growth per round trip below the last trouble level.
+    pub increase_per_rtt: f64,
+    /// Growth per round trip within one permit of the last trouble level, or above it.
+    pub probe_per_rtt: f64,
+    /// Factor applied to the limit on trouble.
+    pub decrease: f64,
+    /// A latency this many times the unloaded latency counts as trouble.
+    pub latency_growth: f64,
+}
+
+impl AimdParams {
+    pub fn new(max: u32) -> Self {
+        Self {
+            max: max.max(1),
+            increase_per_rtt: 1.0,
+            probe_per_rtt: 0.01,
+            decrease: 0.85,
+            latency_growth: 2.0,
+        }
+    }
+}
+
+/// What became of one page request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Signal {
+    /// A 2xx answer, after `latency_ms`.
+    Ok { latency_ms: f64 },
+    /// A 429, a 5xx, a 408 or a timeout: the source is (or says it is) overloaded.
+    Overloaded,
+}
+
+/// One request's outcome, stamped with when the request was sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Feedback {
+    pub sent_at_ms: i64,
+    pub signal: Signal,
+}
+
+/// What [`Aimd::observe`] did to the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Increased,
+    Decreased,
+    /// Nothing (at the maximum, or trouble already answered by the last decrease).
+    Unchanged,
+}
+
+/// The controller's state, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aimd {
+    /// The window: `floor(limit)` requests may be in flight.
+    pub limit: f64,
+    /// When the limit was last decreased.
+    pub last_decrease_ms: Option<i64>,
+    /// The limit just before the last decrease: where trouble was last seen.
+    pub ceiling: Option<f64>,
+    /// The source's latency when not overloaded, learned from successes: it follows lower
+    /// samples at once and higher ones slowly, so a source that became slower for good is
+    /// eventually no longer taken for an overloaded one.
+    pub baseline_ms: Option<f64>,
+    /// The smoothed latency of recent successes.
+    #[serde(default)]
+    pub smoothed_ms: Option<f64>,
+    /// Trouble met by requests sent before this is the last decrease's: one round trip
+    /// after it.
+    #[serde(default)]
+    pub quiet_until_ms: Option<i64>,
+}
+
+/// How far a higher latency sample moves the baseline.
+const BASELINE_DRIFT: f64 = 0.01;
+/// How far a latency sample moves the smoothed latency.
+const SMOOTHING: f64 = 0.125;
+
+impl Default for Aimd {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Aimd {
+    /// A fresh source: one request at a time.
+    pub fn new() -> Self {
+        Self {
+            limit: 1.0,
+            last_decrease_ms: None,
+            ceiling: None,
+            baseline_ms: None,
+            smoothed_ms: None,
+            quiet_until_ms: None,
+        }
+    }
+
+    /// Requests that may be in flight now.
+    pub fn permits(&self) -> u32 {
+        (self.limit.floor() as u32).max(1)
+    }
+
+    /// Takes one request's outcome, observed at `now_ms`.
+    pub fn observe(&mut self, p: &AimdParams, now_ms: i64, fb: Feedback) -> Change {
+        let max = f64::from(p.max);
+        // A lowered maximum (configuration change) applies at once.
+        if self.limit > max {
+            self.limit = max;
+        }
+        match fb.signal {
+            Signal::Ok { latency_ms } => {
+                let smoothed = self
+                    .smoothed_ms
+                    .map_or(latency_ms, |s| s + (latency_ms - s) * SMOOTHING);
+                self.smoothed_ms = Some(smoothed);
+                let grown = self
+                    .baseline_ms
+                    .is_some_and(|base| smoothed > base * p.latency_growth);
+                self.learn_baseline(latency_ms);
+                if grown {
+                    self.decrease(p, now_ms, fb.sent_at_ms, smoothed.max(latency_ms))
+                } else {
+                    self.increase(p, max)
+                }
+            }
+            Signal::Overloaded => {
+                let rtt = (now_ms.saturating_sub(fb.sent_at_ms)) as f64;
+                self.decrease(p, now_ms, fb.sent_at_ms, rtt)
+            }
+        }
+    }
+
+    fn learn_baseline(&mut self, latency_ms: f64) {
+        self.baseline_ms = Some(match self.baseline_ms {
+            Some(base) if latency_ms >= base => base + (latency_ms - base) * BASELINE_DRIFT,
+            _ => latency_ms,
+        });
+    }
+
+    fn increase(&mut self, p: &AimdParams, max: f64) -> Change {
+        if self.limit >= max {
+            return Change::Unchanged;
+        }
+        let rate = match self.ceiling {
+            // Well above where trouble was: whatever caused it has gone; grow freely.
+            Some(c) if self.limit > c + 1.0 => {
+                self.ceiling = None;
+                p.increase_per_rtt
+            }
+            Some(c) if self.limit + 1.0 > c => p.probe_per_rtt,
+            _ => p.increase_per_rtt,
+        };
+        self.limit = (self.limit + rate / self.limit).min(max);
+        Change::Increased
+    }
+
+    /// Cuts the limit for trouble met by a request sent at `sent_at_ms`; `rtt_ms` is the
+    /// round trip as it is now (the troubled request's, or the smoothed latency).
+    fn decrease(&mut self, p: &AimdParams, now_ms: i64, sent_at_ms: i64, rtt_ms: f64) -> Change {
+        let quiet_until = self.quiet_until_ms.or(self.last_decrease_ms);
+        if quiet_until.is_some_and(|t| sent_at_ms < t) {
+            return Change::Unchanged;
+        }
+        let rtt = rtt_ms.max(self.baseline_ms.unwrap_or(0.0)).ceil() as i64;
+        self.ceiling = Some(self.limit);
+        self.limit = (self.limit * p.decrease).max(1.0);
+        self.last_decrease_ms = Some(now_ms);
+        self.quiet_until_ms = Some(now_ms.saturating_add(rtt));
+        // Latency from before the cut says nothing about the new limit.
+        self.smoothed_ms = self.baseline_ms;
+        Change::Decreased
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(sent_at_ms: i64, latency_ms: f64) -> Feedback {
+        Feedback {
+            sent_at_ms,
+            signal: Signal::Ok { latency_ms },
+        }
+    }
+
+    fn overloaded(sent_at_ms: i64) -> Feedback {
+        Feedback {
+            sent_at_ms,
+            signal: Signal::Overloaded,
+        }
+    }
+
+    /// Feeds one round trip's worth of successes (one per permit) ending at `now`.
+    fn round_trip(a: &mut Aimd, p: &AimdParams, now: i64) {
+        for _ in 0..a.permits() {
+            a.observe(p, now, ok(now - 20, 20.0));
+        }
+    }
+
+    #[test]
+    fn starts_at_one_and_grows_about_one_per_round_trip() {
+        let p = AimdParams::new(100);
+        let mut a = Aimd::new();
+        assert_eq!(a.permits(), 1);
+        let mut now = 0;
+        for _ in 0..10 {
+            now += 20;
+            round_trip(&mut a, &p, now);
+        }
+        // Ten round trips of additive increase: about 1 + 10.
+        assert!((9..=12).contains(&a.permits()), "{a:?}");
+    }
+
+    #[test]
+    fn never_exceeds_the_maximum() {
+        let p = AimdParams::new(4);
+        let mut a = Aimd::new();
+        for i in 0..1000 {
+            a.observe(&p, i, ok(i, 20.0));
+        }
+        assert_eq!(a.permits(), 4);
+        assert_eq!(a.observe(&p, 1000, ok(1000, 20.0)), Change::Unchanged);
+    }
+
+    #[test]
+    fn trouble_cuts_the_limit_multiplicatively_but_not_below_one() {
+        let p = AimdParams::new(100);
+        let mut a = Aimd {
+            limit: 10.0,
+            ..Aimd::new()
+        };
+        assert_eq!(a.observe(&p, 1000, overloaded(990)), Change::Decreased);
+        assert_eq!(a.limit, 8.5);
+        assert_eq!(a.ceiling, Some(10.0));
+        assert_eq!(a.last_decrease_ms, Some(1000));
+        let mut now = 1000;
+        for _ in 0..20 {
+            now += 100;
+            a.observe(&p, now, overloaded(now - 10));
+        }
+        assert_eq!(a.permits(), 1);
+        assert_eq!(a.limit, 1.0);
+    }
+
+    #[test]
+    fn at_most_one_decrease_per_round_trip() {
+        let p = AimdParams::new(100);
+        let mut a = Aimd {
+            limit: 10.0,
+            ..Aimd::new()
+        };
+        // Ten requests sent at t=0 all come back 429 between t=50 and t=59.
+        let changes: Vec<Change> = (0..10)
+            .map(|i| a.observe(&p, 50 + i, overloaded(0)))
+            .collect();
+        assert_eq!(changes[0], Change::Decreased);
+        assert!(changes[1..].iter().all(|c| *c == Change::Unchanged));
+        assert_eq!(a.limit, 8.5);
+        // Requests sent within one round trip of the cut (the troubled request's, 50 ms)
+        // met the old load: they do not cut again; one sent after it does.
+        assert_eq!(a.quiet_until_ms, Some(100));
+        assert_eq!(a.observe(&p, 130, overloaded(99)), Change::Unchanged);
+        assert_eq!(a.observe(&p, 160, overloaded(100)), Change::Decreased);
+        assert!((a.limit - 7.225).abs() < 1e-9, "{a:?}");
+        assert_eq!(a.quiet_until_ms, Some(220));
+    }
+
+    #[test]
+    fn latency_growth_counts_as_trouble() {
+        let p = AimdParams::new(100);
+        let mut a = Aimd {
+            limit: 10.0,
+            ..Aimd::new()
+        };
+        a.observe(&p, 20, ok(0, 20.0));
+        assert_eq!(a.baseline_ms, Some(20.0));
+        // One slow answer is noise.
+        assert_eq!(a.observe(&p, 100, ok(30, 70.0)), Change::Increased);
+        a.observe(&p, 120, ok(100, 20.0));
+        // Every answer slow for a while is overload: within a few answers.
+        let before = a.limit;
+        let decreased_after = (0..20)
+            .position(|i| a.observe(&p, 200 + i, ok(130, 70.0)) == Change::Decreased)
+            .unwrap();
+        assert!(decreased_after < 8, "{decreased_after}");
+        assert!(a.limit < before);
+        // A little slower than the baseline is fine.
+        for i in 0..20 {
+            assert_eq!(a.observe(&p, 300 + i, ok(250, 30.0)), Change::Increased);
+        }
+    }
+
+    #[test]
+    fn a_source_that_became_slower_for_good_is_learned() {
+        let p = AimdParams::new(100);
+        let mut a = Aimd::new();
+        a.observe(&p, 20, ok(0, 20.0));
+        let mut now = 100;
+        let mut decreases = 0;
+        for _ in 0..2000 {
+            now += 100;
+            if a.observe(&p, now, ok(now - 60, 60.0)) == Change::Decreased {
+                decreases += 1;
+            }
+        }
+        assert!(a.baseline_ms.is_some_and(|b| b > 30.0), "{a:?}");
+        assert!(decreases < 200, "{decreases}");
+        assert_eq!(
+            a.observe(&p, now + 100, ok(now + 40, 60.0)),
+            Change::Increased
+        );
+    }
+
+    #[test]
+    fn probes_slowly_near_where_trouble_was() {
+        let p = AimdParams::new(100);
+        let mut a = Aimd {
+            limit: 13.0,
+            ..Aimd::new()
+        };
+        a.observe(&p, 1000, overloaded(990));
+        assert!((a.limit - 11.05).abs() < 1e-9);
+        // Back to 12 quickly: about two round trips.
+        let mut now = 1000;
+        let mut trips = 0;
+        while a.limit + 1.0 <= 13.0 {
+            now += 20;
+            round_trip(&mut a, &p, now);
+            trips += 1;
+        }
+        assert!(trips <= 3, "{trips} round trips to get back near 13");
+        // Then the last permit takes many round trips.
+        let mut probe_trips = 0;
+        while a.permits() < 13 {
+            now += 20;
+            round_trip(&mut a, &p, now);
+            probe_trips += 1;
+        }
+        assert!(probe_trips >= 20, "{probe_trips}");
+    }
+
+    #[test]
+    fn settles_under_a_hard_limit_without_sustained_trouble() {
+        // A source that takes 12 requests at once and answers 429 above: the window
+        // oscillates just under and at 12, and trouble is rare.
+        let p = AimdParams::new(64);
+        let mut a = Aimd::new();
+        let (mut now, mut troubles, mut trips) = (0i64, 0u32, 0u32);
+        let mut permits_seen = Vec::new();
+        while trips < 2000 {
+            let sent = now;
+            now += 20;
+            let n = a.permits();
+            for i in 0..n {
+                if i >= 12 {
+                    troubles += 1;
+                    a.observe(&p, now, overloaded(sent));
+                } else {
+                    a.observe(&p, now, ok(sent, 20.0));
+                }
+            }
+            permits_seen.push(a.permits());
+            trips += 1;
+        }
+        let late = &permits_seen[500..];
+        let mean = late.iter().map(|&n| f64::from(n)).sum::<f64>() / late.len() as f64;
+        assert!((10.5..=12.5).contains(&mean), "mean permits {mean}");
+        assert!(late.iter().all(|&n| (9..=13).contains(&n)), "{late:?}");
+        // Fewer than one troubled request per 20 round trips.
+        assert!(troubles < trips / 20, "{troubles} troubled requests");
+    }
+
+    #[test]
+    fn the_state_round_trips_as_json() {
+        let a = Aimd {
+            limit: 3.5,
+            last_decrease_ms: Some(5),
+            ceiling: Some(4.0),
+            baseline_ms: Some(20.0),
+            smoothed_ms: Some(21.0),
+            quiet_until_ms: Some(25),
+        };
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(serde_json::from_value::<Aimd>(json).unwrap(), a);
+    }
+}

@@ -1,0 +1,395 @@
+//! Ingest benchmark: an ingest job of 5,000 page requests against the mock source (20 ms
+//! per request, `429` above 12 concurrent requests, slower while overloaded), with the
+//! adaptive concurrency limit starting from 1; wall time against the ideal
+//! (requests × latency / limit), records counted in the output. Then the queue's own cost
+//! per work item (receive, status update, complete) with a processor that does nothing.
+//!
+//! ```sh
+//! cargo bench -p jobs-worker --bench ingest
+//! cargo bench -p jobs-worker --bench ingest -- --pages 2000 --limit 8 --latency-ms 20
+//! ```
+//!
+//! Needs the Postgres of the test suite (`scripts/ensure-postgres.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jobs_core::envelope::{TraceContext, WorkItem};
+use jobs_core::ingest::IngestSpec;
+use jobs_core::process::ProcessError;
+use jobs_core::runtime::Runtime;
+use jobs_core::store::{ItemRecord, Job, NewJob, PlannedItem};
+use jobs_core::testing::TestDb;
+use jobs_core::{JobId, JobKind, JobStatus, TenantId, WorkKind};
+use jobs_worker::{Finalizer, Processor, Registry, WorkerContext, WorkerSettings};
+use mock_source::{MockSource, MockSourceOptions};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const PAGE: u64 = 50;
+const PARTITION_PAGES: u64 = 10;
+
+struct Args {
+    pages: u64,
+    limit: u32,
+    latency_ms: u64,
+    noop_items: u32,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        pages: 5000,
+        limit: 12,
+        latency_ms: 20,
+        noop_items: 2000,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let value = || argv.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match argv[i].as_str() {
+            "--pages" => a.pages = value().expect("--pages N"),
+            "--limit" => a.limit = value().expect("--limit K") as u32,
+            "--latency-ms" => a.latency_ms = value().expect("--latency-ms MS"),
+            "--noop-items" => a.noop_items = value().expect("--noop-items N") as u32,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+async fn runtime(db: &TestDb, blob_root: &std::path::Path, source_url: &str) -> Runtime {
+    let toml = format!(
+        r#"
+[database]
+max_connections = 40
+[queue]
+poll_interval_ms = 50
+[worker]
+concurrency = 32
+[telemetry]
+log_filter = "warn"
+[blob]
+root = "{}"
+[sources.bench]
+base_url = "{source_url}"
+pagination = "cursor"
+page_size = {PAGE}
+partition_size = {}
+max_concurrency = 64
+max_attempts = 20
+"#,
+        blob_root.display(),
+        PAGE * PARTITION_PAGES
+    );
+    Runtime::start(Arc::new(db.config(&[&toml]))).await.unwrap()
+}
+
+fn worker(rt: &Runtime, registry: Registry) -> Arc<WorkerContext> {
+    Arc::new(WorkerContext {
+        cfg: rt.cfg.clone(),
+        settings: WorkerSettings::from_config(&rt.cfg),
+        store: rt.store.clone(),
+        transport: rt.transport.clone(),
+        queues: rt.queues.clone(),
+        blobs: rt.blobs.clone(),
+        catalog: rt.catalog.clone(),
+        registry,
+    })
+}
+
+/// Creates a job, records its plan and sends its items, as the API and enqueuer would.
+async fn start_job(rt: &Runtime, kind: JobKind, params: Value, plan: Vec<PlannedItem>) -> JobId {
+    let id = JobId::new();
+    rt.store
+        .create(&NewJob {
+            id,
+            tenant_id: TenantId::parse("bench").unwrap(),
+            kind,
+            params,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    rt.store.transition(id, JobStatus::Planning).await.unwrap();
+    rt.store.record_plan(id, &plan).await.unwrap();
+    let messages: Vec<_> = plan
+        .into_iter()
+        .map(|p| {
+            WorkItem {
+                job_id: id,
+                seq: p.seq,
+                kind: p.kind,
+                payload: p.payload,
+                correlation_id: id.to_string(),
+                trace: TraceContext::default(),
+            }
+            .to_message()
+            .unwrap()
+        })
+        .collect();
+    for batch in messages.chunks(500) {
+        rt.transport.send(&rt.queues.work, batch).await.unwrap();
+    }
+    id
+}
+
+async fn wait_finished(rt: &Runtime, id: JobId) -> Job {
+    loop {
+        let job = rt.store.get_any(id).await.unwrap();
+        if job.status.is_terminal() {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Ids in the job's NDJSON pages: (records, distinct ids).
+fn count_output(root: &std::path::Path, job: JobId) -> (u64, BTreeSet<u64>) {
+    let dir = root.join("ingest/bench").join(job.to_string());
+    let (mut records, mut ids) = (0, BTreeSet::new());
+    for partition in std::fs::read_dir(dir).unwrap() {
+        let partition = partition.unwrap().path();
+        if !partition.is_dir() {
+            continue;
+        }
+        for page in std::fs::read_dir(partition).unwrap() {
+            for line in std::fs::read_to_string(page.unwrap().path())
+                .unwrap()
+                .lines()
+            {
+                let v: Value = serde_json::from_str(line).unwrap();
+                records += 1;
+                ids.insert(v["id"].as_u64().unwrap());
+            }
+        }
+    }
+    (records, ids)
+}
+
+async fn ingest(a: &Args) {
+    let records = a.pages * PAGE;
+    let source = MockSource::start(MockSourceOptions {
+        records,
+        latency: Duration::from_millis(a.latency_ms),
+        concurrency_limit: Some(a.limit),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let db = TestDb::new().await;
+    let root = std::env::temp_dir().join(format!("offload-bench-{}", uuid::Uuid::new_v4()));
+    let rt = runtime(&db, &root, &source.base_url()).await;
+    let spec = json!({"source": "bench", "from_id": 1, "to_id": records});
+    let parsed: IngestSpec = serde_json::from_value(spec.clone()).unwrap();
+    let plan = jobs_core::ingest::plan::plan(&parsed, &rt.cfg.sources["bench"])
+        .await
+        .unwrap();
+    let items = plan.len();
+
+    let stop = CancellationToken::new();
+    let ctx = worker(&rt, Registry::with_builtins());
+    let started = Instant::now();
+    let id = start_job(&rt, JobKind::INGEST, json!({"ingest": spec}), plan).await;
+    let run = tokio::spawn(jobs_worker::run_until_stopped(ctx, stop.clone()));
+    // Permits and permits held, sampled every 20 ms while the job runs.
+    let sampler = {
+        let (pool, stop) = (db.pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.is_cancelled() {
+                if let Ok(Some((permits, in_use, _))) =
+                    jobs_core::ingest::governor::snapshot(&pool, "bench").await
+                {
+                    samples.push((permits, in_use));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            samples
+        })
+    };
+    let job = wait_finished(&rt, id).await;
+    let wall = started.elapsed();
+    stop.cancel();
+    run.await.unwrap();
+    let samples = sampler.await.unwrap();
+    let mean = |f: fn(&(u32, u32)) -> u32| {
+        samples.iter().map(|s| f64::from(f(s))).sum::<f64>() / samples.len().max(1) as f64
+    };
+    let (mean_permits, mean_held) = (mean(|s| s.0), mean(|s| s.1));
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+
+    let (written, ids) = count_output(&root, id);
+    let stats = source.stats();
+    let limit = jobs_core::ingest::governor::snapshot(&db.pool, "bench")
+        .await
+        .unwrap()
+        .unwrap();
+    let ideal = Duration::from_millis(a.pages * a.latency_ms) / a.limit;
+    let expected: BTreeSet<u64> = (1..=records).collect();
+    println!();
+    println!("| ingest | value |");
+    println!("|---|---|");
+    println!(
+        "| page requests (pages × {PAGE} records, {items} items of {PARTITION_PAGES} pages) | {} |",
+        a.pages
+    );
+    println!(
+        "| source | {} ms per request, 429 above {} in flight |",
+        a.latency_ms, a.limit
+    );
+    println!(
+        "| wall time (first item sent → job succeeded) | {:.2} s |",
+        wall.as_secs_f64()
+    );
+    println!(
+        "| ideal ({} × {} ms / {}) | {:.2} s |",
+        a.pages,
+        a.latency_ms,
+        a.limit,
+        ideal.as_secs_f64()
+    );
+    println!(
+        "| wall / ideal | {:.3}× |",
+        wall.as_secs_f64() / ideal.as_secs_f64()
+    );
+    // The latency the controller learned for the unloaded source: the mock's 20 ms plus
+    // what this (shared, 2-core) machine adds under the benchmark's own load.
+    let unloaded = limit.2.baseline_ms.unwrap_or(a.latency_ms as f64);
+    let observed_ideal = a.pages as f64 * unloaded / 1000.0 / f64::from(a.limit);
+    println!(
+        "| ideal at the observed unloaded latency ({unloaded:.1} ms) / wall ÷ it | {observed_ideal:.2} s / {:.3}× |",
+        wall.as_secs_f64() / observed_ideal
+    );
+    println!(
+        "| requests: ok / 429 / 5xx | {} / {} / {} |",
+        stats.ok, stats.throttled, stats.errors
+    );
+    println!(
+        "| most requests in flight at the source | {} |",
+        stats.max_in_flight
+    );
+    println!(
+        "| permits, mean / held, mean / at the end | {mean_permits:.1} / {mean_held:.1} / {} |",
+        limit.0
+    );
+    println!(
+        "| requests in flight, mean (request time / wall time) | {:.1} |",
+        (a.pages * a.latency_ms) as f64 / 1000.0 / wall.as_secs_f64()
+    );
+    println!(
+        "| records written / distinct / expected | {written} / {} / {records} |",
+        ids.len()
+    );
+    println!(
+        "| lost / duplicated | {} / {} |",
+        expected.difference(&ids).count(),
+        written - ids.len() as u64
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+const NOOP: WorkKind = WorkKind::from_static("bench.noop");
+const NOOP_FINALIZE: WorkKind = WorkKind::from_static("bench.noop.finalize");
+const NOOP_JOB: JobKind = JobKind::from_static("bench.noop");
+
+struct Noop;
+
+#[async_trait]
+impl Processor for Noop {
+    fn kind(&self) -> WorkKind {
+        NOOP
+    }
+
+    async fn process(
+        &self,
+        _: &WorkerContext,
+        _: &Job,
+        _: &WorkItem,
+    ) -> Result<Value, ProcessError> {
+        Ok(json!({}))
+    }
+}
+
+#[async_trait]
+impl Finalizer for Noop {
+    fn job_kind(&self) -> JobKind {
+        NOOP_JOB
+    }
+
+    fn finalize_kind(&self) -> WorkKind {
+        NOOP_FINALIZE
+    }
+
+    async fn finalize(
+        &self,
+        _: &WorkerContext,
+        _: &Job,
+        _: &[ItemRecord],
+    ) -> Result<Value, ProcessError> {
+        Ok(json!({}))
+    }
+}
+
+/// Per work item: receive, job and item status reads, the item's completion with the
+/// counter update, the message's completion — the queue's cost, with nothing processed.
+async fn overhead(a: &Args) {
+    let db = TestDb::new().await;
+    let root = std::env::temp_dir().join(format!("offload-bench-{}", uuid::Uuid::new_v4()));
+    let rt = runtime(&db, &root, "http://127.0.0.1:9").await;
+    let mut registry = Registry::default();
+    registry.register(Arc::new(Noop));
+    registry.register_finalizer(Arc::new(Noop));
+    let ctx = worker(&rt, registry);
+    let plan = (0..a.noop_items)
+        .map(|seq| PlannedItem {
+            seq,
+            kind: NOOP,
+            payload: json!({}),
+        })
+        .collect();
+    start_job(&rt, NOOP_JOB, json!({}), plan).await;
+    let mut took = Vec::with_capacity(a.noop_items as usize);
+    for _ in 0..a.noop_items {
+        let t = Instant::now();
+        let step = jobs_worker::try_process_next(&ctx, Duration::from_secs(5))
+            .await
+            .unwrap();
+        took.push(t.elapsed());
+        assert_eq!(step, jobs_worker::Outcome::Processed);
+    }
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    println!();
+    println!(
+        "| queue overhead per work item ({} items, one at a time) | value |",
+        a.noop_items
+    );
+    println!("|---|---|");
+    println!("| p50 | {:.2} ms |", at(0.50).as_secs_f64() * 1000.0);
+    println!("| p99 | {:.2} ms |", at(0.99).as_secs_f64() * 1000.0);
+    println!(
+        "| max | {:.2} ms |",
+        took[took.len() - 1].as_secs_f64() * 1000.0
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        ingest(&a).await;
+        overhead(&a).await;
+    });
+}
