@@ -176,14 +176,16 @@ fn count_output(root: &std::path::Path, job: JobId) -> (u64, BTreeSet<u64>) {
 
 async fn ingest(a: &Args) {
     let records = a.pages * PAGE;
-    let source = MockSource::start(MockSourceOptions {
-        records,
-        latency: Duration::from_millis(a.latency_ms),
-        concurrency_limit: Some(a.limit),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let source = Arc::new(
+        MockSource::start(MockSourceOptions {
+            records,
+            latency: Duration::from_millis(a.latency_ms),
+            concurrency_limit: Some(a.limit),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
     let db = TestDb::new().await;
     let root = std::env::temp_dir().join(format!("offload-bench-{}", uuid::Uuid::new_v4()));
     let rt = runtime(&db, &root, &source.base_url()).await;
@@ -215,11 +217,26 @@ async fn ingest(a: &Args) {
             samples
         })
     };
+    // Requests in flight at the source and its throttled count, every 2 ms: where the
+    // time goes (ramp, steady state, overloads, tail).
+    let timeline = {
+        let (source, stop) = (source.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut points = Vec::new();
+            while !stop.is_cancelled() {
+                let s = source.stats();
+                points.push((started.elapsed(), s.in_flight, s.throttled));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            points
+        })
+    };
     let job = wait_finished(&rt, id).await;
     let wall = started.elapsed();
     stop.cancel();
     run.await.unwrap();
     let samples = sampler.await.unwrap();
+    print_timeline(&timeline.await.unwrap(), wall);
     let mean = |f: fn(&(u32, u32)) -> u32| {
         samples.iter().map(|s| f64::from(f(s))).sum::<f64>() / samples.len().max(1) as f64
     };
@@ -294,6 +311,31 @@ async fn ingest(a: &Args) {
         written - ids.len() as u64
     );
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Mean requests in flight at the source and requests throttled, per tenth of the run.
+fn print_timeline(points: &[(Duration, u64, u64)], wall: Duration) {
+    const WINDOWS: u32 = 10;
+    let width = wall / WINDOWS;
+    println!();
+    println!("| from (s) | in flight at the source, mean | throttled |");
+    println!("|---:|---:|---:|");
+    let mut throttled_before = 0;
+    for w in 0..WINDOWS {
+        let (from, to) = (width * w, width * (w + 1));
+        let inside: Vec<_> = points
+            .iter()
+            .filter(|(t, _, _)| *t >= from && *t < to)
+            .collect();
+        let mean = inside.iter().map(|p| p.1 as f64).sum::<f64>() / inside.len().max(1) as f64;
+        let throttled = inside.last().map_or(throttled_before, |p| p.2);
+        println!(
+            "| {:.2} | {mean:.1} | {} |",
+            from.as_secs_f64(),
+            throttled - throttled_before
+        );
+        throttled_before = throttled;
+    }
 }
 
 const NOOP: WorkKind = WorkKind::from_static("bench.noop");

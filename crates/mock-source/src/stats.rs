@@ -21,6 +21,9 @@ pub struct Stats {
     pub errors: u64,
     /// Answered another `4xx`: `400` bad parameters, `401` bad credentials.
     pub rejected: u64,
+    /// Data requests in flight when the snapshot was taken.
+    #[serde(default)]
+    pub in_flight: u64,
     /// The most data requests in flight at once.
     pub max_in_flight: u64,
     /// Records sent in `2xx` pages.
@@ -94,6 +97,7 @@ impl Counters {
             throttled: load(&self.throttled),
             errors: load(&self.errors),
             rejected: load(&self.rejected),
+            in_flight: load(&self.in_flight),
             max_in_flight: load(&self.max_in_flight),
             records_served: load(&self.records_served),
         }
@@ -147,6 +151,7 @@ mod tests {
         assert_eq!(
             stats,
             Stats {
+                in_flight: 1,
                 max_in_flight: 1,
                 ..Stats::default()
             }

@@ -17,6 +17,11 @@
 //!   sample) so that one slow answer — a busy machine, a garbage collection at the source —
 //!   does not cut the limit; an overloaded source slows every answer and trips it within a
 //!   round trip.
+//! - **Probing backs off where it keeps failing**: each decrease while probing (within a
+//!   permit of the last trouble level, or above it) halves the probe rate again, down to
+//!   1/[`MAX_PROBE_BACKOFF`] of it, so a source with a fixed limit is probed past it every
+//!   few seconds at first and then rarely — each probe costs an overload. Growing past the
+//!   last trouble level by more than a permit (the source took more) resets it.
 //! - **At most one decrease per round trip**: a bad outcome of a request sent before the
 //!   last decrease, or within one round trip after it (the round trip as it was then,
 //!   overload included), is ignored: the first was sent under the old limit, which has
@@ -98,7 +103,13 @@ pub struct Aimd {
     /// after it.
     #[serde(default)]
     pub quiet_until_ms: Option<i64>,
+    /// Decreases in a row from the same level: the probe rate is divided by 2 to this.
+    #[serde(default)]
+    pub failed_probes: u32,
 }
+
+/// The probe rate is divided by at most this (2 to the power of the failed probes).
+pub const MAX_PROBE_BACKOFF: u32 = 16;
 
 /// How far a higher latency sample moves the baseline.
 const BASELINE_DRIFT: f64 = 0.01;
@@ -121,6 +132,7 @@ impl Aimd {
             baseline_ms: None,
             smoothed_ms: None,
             quiet_until_ms: None,
+            failed_probes: 0,
         }
     }
 
@@ -159,6 +171,11 @@ impl Aimd {
         }
     }
 
+    /// What the probe rate is divided by now.
+    pub fn probe_backoff(&self) -> u32 {
+        1 << self.failed_probes.min(MAX_PROBE_BACKOFF.ilog2())
+    }
+
     fn learn_baseline(&mut self, latency_ms: f64) {
         self.baseline_ms = Some(match self.baseline_ms {
             Some(base) if latency_ms >= base => base + (latency_ms - base) * BASELINE_DRIFT,
@@ -174,9 +191,10 @@ impl Aimd {
             // Well above where trouble was: whatever caused it has gone; grow freely.
             Some(c) if self.limit > c + 1.0 => {
                 self.ceiling = None;
+                self.failed_probes = 0;
                 p.increase_per_rtt
             }
-            Some(c) if self.limit + 1.0 > c => p.probe_per_rtt,
+            Some(c) if self.limit + 1.0 > c => p.probe_per_rtt / f64::from(self.probe_backoff()),
             _ => p.increase_per_rtt,
         };
         self.limit = (self.limit + rate / self.limit).min(max);
@@ -191,6 +209,10 @@ impl Aimd {
             return Change::Unchanged;
         }
         let rtt = rtt_ms.max(self.baseline_ms.unwrap_or(0.0)).ceil() as i64;
+        if self.ceiling.is_some_and(|c| self.limit + 1.0 > c) {
+            // Trouble while probing near (or past) the last trouble level: a failed probe.
+            self.failed_probes = (self.failed_probes + 1).min(MAX_PROBE_BACKOFF.ilog2());
+        }
         self.ceiling = Some(self.limit);
         self.limit = (self.limit * p.decrease).max(1.0);
         self.last_decrease_ms = Some(now_ms);
@@ -369,6 +391,45 @@ mod tests {
     }
 
     #[test]
+    fn probes_past_a_fixed_limit_less_and_less_often() {
+        let p = AimdParams::new(100);
+        let mut a = Aimd {
+            limit: 13.0,
+            ..Aimd::new()
+        };
+        let mut now = 1000;
+        a.observe(&p, now, overloaded(now - 20));
+        // Round trips from each failed probe to the next one.
+        let mut gaps = Vec::new();
+        for _ in 0..6 {
+            let mut trips = 0u32;
+            while a.permits() < 13 {
+                now += 20;
+                round_trip(&mut a, &p, now);
+                trips += 1;
+            }
+            gaps.push(trips);
+            now += 20;
+            assert_eq!(a.observe(&p, now, overloaded(now - 20)), Change::Decreased);
+        }
+        assert!(gaps.windows(2).take(4).all(|w| w[1] > w[0] * 3 / 2), "{gaps:?}");
+        assert_eq!(a.probe_backoff(), MAX_PROBE_BACKOFF);
+        assert!(gaps[5] <= gaps[4] * 11 / 10, "capped: {gaps:?}");
+        // A source that takes more again: once past the old level, growth is quick.
+        while a.limit <= 14.5 {
+            now += 20;
+            round_trip(&mut a, &p, now);
+        }
+        assert_eq!(a.failed_probes, 0);
+        let before = a.limit;
+        for _ in 0..5 {
+            now += 20;
+            round_trip(&mut a, &p, now);
+        }
+        assert!(a.limit > before + 4.0, "{a:?}");
+    }
+
+    #[test]
     fn settles_under_a_hard_limit_without_sustained_trouble() {
         // A source that takes 12 requests at once and answers 429 above: the window
         // oscillates just under and at 12, and trouble is rare.
@@ -408,6 +469,7 @@ mod tests {
             baseline_ms: Some(20.0),
             smoothed_ms: Some(21.0),
             quiet_until_ms: Some(25),
+            failed_probes: 2,
         };
         let json = serde_json::to_value(&a).unwrap();
         assert_eq!(serde_json::from_value::<Aimd>(json).unwrap(), a);

@@ -186,10 +186,12 @@ async fn fetch_page(
         match answer {
             Ok(answer) => {
                 let latency_ms = answer.latency.as_secs_f64() * 1000.0;
-                f.gate.report(Feedback {
-                    sent_at_ms,
-                    signal: Signal::Ok { latency_ms },
-                });
+                f.gate
+                    .report(Feedback {
+                        sent_at_ms,
+                        signal: Signal::Ok { latency_ms },
+                    })
+                    .await;
                 *permit = f.gate.keep(held).await.map_err(db)?;
                 return Ok(answer.body);
             }
@@ -204,11 +206,13 @@ async fn fetch_page(
                 reason,
                 retry_after,
             }) => {
+                f.gate
+                    .report(Feedback {
+                        sent_at_ms,
+                        signal: Signal::Overloaded,
+                    })
+                    .await;
                 f.gate.release(held).await.map_err(db)?;
-                f.gate.report(Feedback {
-                    sent_at_ms,
-                    signal: Signal::Overloaded,
-                });
                 tracing::debug!(attempt, %reason, ?retry_after, "page request failed; retrying");
                 if let Some(after) = retry_after.filter(|a| *a > cfg.retry_cap()) {
                     // A long wait is the queue's job: the message comes back then.

@@ -80,6 +80,16 @@ pub struct Gate {
     last_flush: Mutex<Instant>,
     last_reclaim: Mutex<Instant>,
     view: Mutex<View>,
+    known: Mutex<Known>,
+}
+
+/// What the controller counts as trouble, as of this process's last flush.
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    /// Answers slower than this (ms).
+    slow_ms: Option<f64>,
+    /// Not trouble from requests sent before this: the last decrease answered it.
+    quiet_until_ms: Option<i64>,
 }
 
 impl Governor {
@@ -120,6 +130,7 @@ impl Governor {
             last_flush: Mutex::new(Instant::now()),
             last_reclaim: Mutex::new(Instant::now()),
             view: Mutex::new(View::default()),
+            known: Mutex::new(Known::default()),
         });
         Ok(lock(&self.gates)
             .entry(source.to_owned())
@@ -233,40 +244,67 @@ impl Gate {
         }))
     }
 
-    /// Records a request's outcome; applies what is pending when it is trouble, when
-    /// [`FLUSH_EVERY`] has passed, or when much is pending — in a task of its own, so the
-    /// reporter goes on with its next request at once (a failed flush is logged; its
-    /// outcomes are lost, which only delays the limit's adaptation).
-    pub fn report(self: &Arc<Self>, feedback: Feedback) {
+    /// Records a request's outcome, before its permit is kept or given back.
+    ///
+    /// Trouble — an overload, or an answer slower than the controller's latency threshold
+    /// — is applied before this returns, so the permit is not handed on (to the holder's
+    /// next page or to a waiter) under the limit that caused the trouble: each such request
+    /// would meet the overload again and, at sources that slow everyone down when
+    /// overloaded, prolong it. Other outcomes are applied when [`FLUSH_EVERY`] has passed or
+    /// much is pending, in a task of its own, so the reporter goes on at once. A failed
+    /// flush is logged; its outcomes are lost, which only delays the limit's adaptation.
+    pub async fn report(self: &Arc<Self>, feedback: Feedback) {
+        let trouble = {
+            let known = lock(&self.known);
+            // Trouble met by a request sent before the last decrease was answered by it.
+            let answered = known.quiet_until_ms.is_some_and(|t| feedback.sent_at_ms < t);
+            !answered
+                && match feedback.signal {
+                    Signal::Overloaded => true,
+                    Signal::Ok { latency_ms } => known.slow_ms.is_some_and(|t| latency_ms > t),
+                }
+        };
         let due = {
             let mut pending = lock(&self.pending);
             pending.push(feedback);
-            matches!(feedback.signal, Signal::Overloaded)
-                || pending.len() >= FLUSH_BATCH
-                || lock(&self.last_flush).elapsed() >= FLUSH_EVERY
+            pending.len() >= FLUSH_BATCH || lock(&self.last_flush).elapsed() >= FLUSH_EVERY
         };
-        if due {
+        if trouble {
+            let _one_at_a_time = self.flushing.lock().await;
+            self.flush_logged().await;
+        } else if due {
             let gate = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = gate.flush().await {
-                    tracing::warn!(source = %gate.source, error = %e, "updating the source limit failed");
+                if let Ok(_one_at_a_time) = gate.flushing.try_lock() {
+                    gate.flush_logged().await;
                 }
             });
         }
     }
 
+    async fn flush_logged(&self) {
+        if let Err(e) = self.flush_pending().await {
+            tracing::warn!(source = %self.source, error = %e, "updating the source limit failed");
+        }
+    }
+
     /// Applies the pending outcomes to the stored controller. If another task of this
     /// process is flushing, leaves them for the next flush.
+    pub async fn flush(&self) -> Result<(), sqlx::Error> {
+        let Ok(_one_at_a_time) = self.flushing.try_lock() else {
+            return Ok(());
+        };
+        self.flush_pending().await
+    }
+
+    /// [`Gate::flush`], with `flushing` held by the caller.
     ///
     /// Read, compute, then compare-and-set on the row's `version`: the row is locked only
     /// for the one `UPDATE` statement, so permits are taken and given back meanwhile
     /// without waiting. A concurrent flush from another process makes the set miss; the
     /// outcomes are then applied to the state it left, a few times at most.
-    pub async fn flush(&self) -> Result<(), sqlx::Error> {
+    async fn flush_pending(&self) -> Result<(), sqlx::Error> {
         const TRIES: usize = 5;
-        let Ok(_one_at_a_time) = self.flushing.try_lock() else {
-            return Ok(());
-        };
         let events = std::mem::take(&mut *lock(&self.pending));
         *lock(&self.last_flush) = Instant::now();
         if events.is_empty() {
@@ -302,6 +340,10 @@ impl Gate {
                 continue;
             };
             self.see(permits, in_use);
+            *lock(&self.known) = Known {
+                slow_ms: aimd.baseline_ms.map(|b| b * self.params.latency_growth),
+                quiet_until_ms: aimd.quiet_until_ms.or(aimd.last_decrease_ms),
+            };
             if decreased {
                 tracing::debug!(source = %self.source, permits, "source limit decreased");
             }
