@@ -1,8 +1,10 @@
 //! Schedules: the API's contract ([`api`]); changes (`PATCH`, [`patch`]); pause / resume /
 //! delete, exactly one job per tick with several enqueuers firing at once, the missed-tick
-//! rule, and scheduled exports that run ([`firing`]).
+//! rule, and scheduled exports that run ([`firing`]); the `offload schedule` commands
+//! against a running stack ([`cli`]).
 
 mod api;
+mod cli;
 mod firing;
 mod patch;
 
