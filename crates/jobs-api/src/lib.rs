@@ -11,7 +11,7 @@
 //! | `GET /v1/jobs/{id}/rejects` | an import's rejects report, the same way |
 //! | `GET /v1/jobs/{id}/events` | live progress (Server-Sent Events) |
 //! | `POST /v1/schedules`, `GET /v1/schedules` | create a schedule (`201`), list them |
-//! | `GET`, `DELETE /v1/schedules/{id}` | a schedule with its recent runs; delete it |
+//! | `GET`, `PATCH`, `DELETE /v1/schedules/{id}` | a schedule with its recent runs; change it; delete it |
 //! | `POST /v1/schedules/{id}/pause`, `…/resume` | stop and restart its ticks |
 //! | `POST /v1/uploads` | a file for an import, streamed to the blob store (`201`) |
 //! | `POST /v1/uploads/direct` | a signed URL to upload a file straight to Blob Storage |
@@ -124,7 +124,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/schedules/{id}",
-            get(schedules::get).delete(schedules::delete),
+            get(schedules::get)
+                .patch(schedules::update)
+                .delete(schedules::delete),
         )
         .route("/v1/schedules/{id}/pause", post(schedules::pause))
         .route("/v1/schedules/{id}/resume", post(schedules::resume))

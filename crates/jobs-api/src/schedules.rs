@@ -1,9 +1,10 @@
 //! `/v1/schedules`: jobs created on a cron expression in a time zone.
 //!
-//! A schedule holds a job request (the body `POST /v1/jobs` takes), validated here once
-//! with the same function submissions use, and stored normalized; the enqueuers create a
-//! job from it at every tick. The API only writes the schedule and its first tick: it never
-//! fires one.
+//! A schedule holds a job request (the body `POST /v1/jobs` takes), validated here with the
+//! same function submissions use, and stored normalized; the enqueuers create a job from it
+//! at every tick. Creation and change (`PATCH`) share their checks: a schedule cannot be
+//! changed into one that could not have been created. The API only writes the schedule and
+//! its next tick: it never fires one.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,8 +12,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use jobs_core::kind::JobKind;
+use jobs_core::schedule::change::{checked_name, checked_timing};
 use jobs_core::schedule::{
-    NewSchedule, Schedule, ScheduleCursor, ScheduleId, ScheduleRun, ScheduleStore, Timetable,
+    NewSchedule, Schedule, ScheduleChange, ScheduleCursor, ScheduleId, ScheduleRun, ScheduleStore,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,7 +28,6 @@ use crate::paging;
 
 /// Runs shown with a schedule.
 const RECENT_RUNS: u32 = 20;
-const MAX_NAME_CHARS: usize = 200;
 
 fn store(state: &AppState) -> ScheduleStore {
     ScheduleStore::new(state.store.pool().clone())
@@ -85,6 +87,21 @@ fn run_doc(r: &ScheduleRun) -> Value {
     })
 }
 
+/// The body as a JSON object holding only `known` fields (an unknown one is named).
+fn object_with(body: &Bytes, known: &[&str]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let request: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest {
+        message: format!("the body is not valid JSON: {e}"),
+    })?;
+    let Value::Object(obj) = request else {
+        return Err(ApiError::invalid("", "the body must be a JSON object"));
+    };
+    if let Some(key) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::invalid(key.as_str(), "is not a known field"));
+    }
+    Ok(obj)
+}
+
+/// A string field; `null` counts as absent (creation's defaults apply).
 fn string_field<'a>(
     obj: &'a serde_json::Map<String, Value>,
     key: &str,
@@ -96,19 +113,45 @@ fn string_field<'a>(
     }
 }
 
-/// The job request's errors, named from the schedule's body (`job.export.dataset`).
-fn under_job(e: ApiError) -> ApiError {
-    match e {
-        ApiError::Invalid { field, message } => ApiError::Invalid {
-            field: if field.is_empty() {
-                "job".to_owned()
-            } else {
-                format!("job.{field}")
-            },
-            message,
-        },
-        other => other,
+/// A string field of a change: absent leaves it as it is; `null` is refused rather than
+/// silently ignored.
+fn changed_string(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<String>, ApiError> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid(key, "must be a string")),
     }
+}
+
+/// The job request of a schedule, validated as `POST /v1/jobs` validates it; errors are
+/// named from the schedule's body (`job.export.dataset`).
+async fn checked_job(
+    state: &AppState,
+    tenant: &Tenant,
+    job: &Value,
+) -> Result<(JobKind, Value), ApiError> {
+    if !job.is_object() {
+        return Err(ApiError::invalid(
+            "job",
+            "must be an object: the body POST /v1/jobs takes",
+        ));
+    }
+    validate_request(state, tenant, job)
+        .await
+        .map_err(|e| match e {
+            ApiError::Invalid { field, message } => ApiError::Invalid {
+                field: if field.is_empty() {
+                    "job".to_owned()
+                } else {
+                    format!("job.{field}")
+                },
+                message,
+            },
+            other => other,
+        })
 }
 
 /// `POST /v1/schedules`
@@ -117,64 +160,28 @@ pub async fn create(
     tenant: Tenant,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-        message: format!("the body is not valid JSON: {e}"),
-    })?;
-    let obj = request
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("", "the body must be a JSON object"))?;
-    if let Some(key) = obj
-        .keys()
-        .find(|k| !["name", "cron", "timezone", "job"].contains(&k.as_str()))
-    {
-        return Err(ApiError::invalid(key.as_str(), "is not a known field"));
-    }
-    let name = string_field(obj, "name")?
-        .map(str::trim)
-        .ok_or_else(|| ApiError::invalid("name", "is required"))?;
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid(
-            "name",
-            format!("must be 1 to {MAX_NAME_CHARS} characters, without control characters"),
-        ));
-    }
+    let obj = object_with(&body, &["name", "cron", "timezone", "job"])?;
+    let name = checked_name(
+        string_field(&obj, "name")?.ok_or_else(|| ApiError::invalid("name", "is required"))?,
+    )?;
     let cron =
-        string_field(obj, "cron")?.ok_or_else(|| ApiError::invalid("cron", "is required"))?;
-    let timezone = string_field(obj, "timezone")?.unwrap_or("UTC");
-    let timetable = Timetable::parse(cron, timezone)?;
-    if !state.cfg.schedules.allow_sub_minute && timetable.fires_more_than_once_a_minute() {
-        return Err(ApiError::invalid(
-            "cron",
-            "fires more than once a minute; the seconds field may hold one value \
-             (schedules.allow_sub_minute)",
-        ));
-    }
+        string_field(&obj, "cron")?.ok_or_else(|| ApiError::invalid("cron", "is required"))?;
+    let timezone = string_field(&obj, "timezone")?.unwrap_or("UTC");
+    let (_, next_run_at) = checked_timing(
+        cron,
+        timezone,
+        state.cfg.schedules.allow_sub_minute,
+        Utc::now(),
+    )?;
     let job = obj
         .get("job")
         .ok_or_else(|| ApiError::invalid("job", "is required"))?;
-    if !job.is_object() {
-        return Err(ApiError::invalid(
-            "job",
-            "must be an object: the body POST /v1/jobs takes",
-        ));
-    }
-    let (kind, params) = validate_request(&state, &tenant, job)
-        .await
-        .map_err(under_job)?;
-    let next_run_at = timetable.next_after(Utc::now()).ok_or_else(|| {
-        ApiError::invalid(
-            "cron",
-            "never matches a time to come (such as the 30th of February)",
-        )
-    })?;
+    let (kind, params) = checked_job(&state, &tenant, job).await?;
     let schedule = store(&state)
         .create(&NewSchedule {
             id: ScheduleId::new(),
             tenant_id: tenant.0.clone(),
-            name: name.to_owned(),
+            name,
             cron: cron.trim().to_owned(),
             timezone: timezone.to_owned(),
             kind,
@@ -190,6 +197,45 @@ pub async fn create(
         Json(doc(&schedule)),
     )
         .into_response())
+}
+
+/// `PATCH /v1/schedules/{id}`: changes any of `name`, `cron`, `timezone`, `job`, `enabled`;
+/// the others stay. Checked as creation checks them; a new cron expression or time zone
+/// moves the next tick to the new timetable's first tick after now (the rule:
+/// `jobs_core::schedule::change`). Applied under the row's lock, so a tick fires with the
+/// whole old schedule or the whole new one.
+pub async fn update(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let obj = object_with(&body, &["name", "cron", "timezone", "job", "enabled"])?;
+    let job = match obj.get("job") {
+        Some(job) => Some(checked_job(&state, &tenant, job).await?),
+        None => None,
+    };
+    let change = ScheduleChange {
+        name: changed_string(&obj, "name")?,
+        cron: changed_string(&obj, "cron")?,
+        timezone: changed_string(&obj, "timezone")?,
+        job,
+        enabled: match obj.get("enabled") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return Err(ApiError::invalid("enabled", "must be true or false")),
+        },
+    };
+    let allow_sub_minute = state.cfg.schedules.allow_sub_minute;
+    let schedule = store(&state)
+        .update(&tenant.0, id, |current| {
+            Ok::<_, ApiError>(current.changed(&change, allow_sub_minute, Utc::now())?)
+        })
+        .await?
+        .ok_or(ApiError::NoSuchSchedule)?;
+    tracing::info!(schedule_id = %schedule.id, tenant = %schedule.tenant_id, next_run_at = ?schedule.next_run_at, "schedule changed");
+    Ok(Json(doc(&schedule)))
 }
 
 /// `GET /v1/schedules/{id}`: the schedule and its recent runs, newest first.

@@ -1,4 +1,5 @@
-//! `offload submit | watch | download | import`: a small client of the HTTP API.
+//! `offload submit | watch | download | import`: a small client of the HTTP API (also used
+//! by `offload schedule`, in [`crate::schedule`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,6 +77,28 @@ impl Client {
             }
         }
         Ok(body)
+    }
+
+    /// Sends `body` (if any) as JSON to `path` (`/v1/…`); returns the answer's JSON body
+    /// (`null` for an empty one), or an error carrying the API's message and field.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("reaching the API at {}", self.base))?;
+        self.json(resp).await
     }
 
     pub async fn submit(

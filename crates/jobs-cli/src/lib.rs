@@ -1,10 +1,11 @@
 //! The `offload` command line: all services in one process (`up`), the demo, migrations,
-//! a client for the API (`submit`, `watch`, `download`, `import`), tenants, and queue
-//! inspection.
+//! a client for the API (`submit`, `watch`, `download`, `import`, `schedule`), tenants, and
+//! queue inspection.
 
 mod client;
 pub mod demo;
 mod queue;
+pub mod schedule;
 mod services;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use jobs_core::runtime::Runtime;
 use jobs_core::{Config, TenantId};
 use secrecy::ExposeSecret;
 
+pub use client::Client;
 pub use services::{Kinds, Parts, Services};
 
 #[derive(Debug, Parser)]
@@ -86,6 +88,9 @@ pub enum Command {
         #[arg(long)]
         rejects: Option<PathBuf>,
     },
+    /// Manage schedules: jobs created on a cron expression in a time zone.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -211,6 +216,7 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Schedule(ref cmd) => schedule::run(cmd, &client(), &mut std::io::stdout()).await,
         Command::Tenant(TenantCommand::Create { ref id }) => {
             let tenant = TenantId::parse(id)?;
             let pool = jobs_core::db::connect(&cfg.database).await?;

@@ -1,11 +1,14 @@
 //! Schedules: a job request fired on a cron expression in a time zone.
 //!
-//! The API creates, lists, pauses, resumes and deletes schedules (the job request is
-//! validated there, once, as `POST /v1/jobs` validates it); the enqueuers fire them
+//! The API creates, lists, changes, pauses, resumes and deletes schedules (the job request
+//! is validated there, as `POST /v1/jobs` validates it); the enqueuers fire them
 //! (`jobs_enqueuer::schedules`). [`timetable`] says when ticks fall, across time zone changes
-//! and after downtime; [`ScheduleStore`] keeps schedules and the record of fired ticks in
-//! Postgres, where the claim that makes a tick fire once lives.
+//! and after downtime; [`change`] what a schedule may hold and how a change moves its next
+//! tick (a new cron expression or time zone: the first tick after now); [`ScheduleStore`]
+//! keeps schedules and the record of fired ticks in Postgres, where the claim that makes a
+//! tick fire once lives.
 
+pub mod change;
 mod store;
 pub mod timetable;
 
@@ -21,6 +24,7 @@ use crate::id::{JobId, TenantId};
 use crate::kind::JobKind;
 use crate::status::JobStatus;
 
+pub use change::ScheduleChange;
 pub use store::{NewSchedule, ScheduleCursor, SchedulePage, ScheduleStore};
 pub use timetable::{CatchUp, Timetable};
 

@@ -1,5 +1,5 @@
-//! Schedules and their fired ticks in Postgres: what the API reads and writes, and the claim
-//! and record the enqueuers fire with.
+//! Schedules and their fired ticks in Postgres: what the API reads and writes (a change
+//! under the row's lock), and the claim and record the enqueuers fire with.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -220,6 +220,60 @@ impl ScheduleStore {
                 })
             })
             .collect()
+    }
+
+    /// Changes a schedule of `tenant` in one transaction: the row is locked (`FOR UPDATE`,
+    /// waiting for an enqueuer firing it to commit), `change` computes the new schedule from
+    /// the row as locked, and the new values are written before the lock is released. An
+    /// enqueuer's claim (`FOR UPDATE SKIP LOCKED`) passes over the row meanwhile and sees
+    /// it again only once committed, so a tick fires with the whole old schedule or the
+    /// whole new one, never a mix. `Ok(None)` when there is no such schedule; an error of
+    /// `change` rolls back and is returned as it is.
+    pub async fn update<E>(
+        &self,
+        tenant: &TenantId,
+        id: ScheduleId,
+        change: impl FnOnce(&Schedule) -> Result<Schedule, E>,
+    ) -> Result<Option<Schedule>, E>
+    where
+        E: From<ScheduleError>,
+    {
+        let mut tx = self.pool.begin().await.map_err(ScheduleError::from)?;
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM offload.schedules WHERE id = $1 AND tenant_id = $2
+             FOR UPDATE"
+        ))
+        .bind(id.as_uuid())
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ScheduleError::from)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let current = Schedule::try_from(row)?;
+        let next = change(&current)?;
+        let row: Row = sqlx::query_as(&format!(
+            "UPDATE offload.schedules SET
+                 name = $2, cron = $3, timezone = $4, kind = $5, params = $6, enabled = $7,
+                 next_run_at = $8, last_error = $9, updated_at = now()
+             WHERE id = $1
+             RETURNING {COLUMNS}"
+        ))
+        .bind(current.id.as_uuid())
+        .bind(&next.name)
+        .bind(&next.cron)
+        .bind(&next.timezone)
+        .bind(next.kind.as_str())
+        .bind(&next.params)
+        .bind(next.enabled)
+        .bind(next.next_run_at)
+        .bind(&next.last_error)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(ScheduleError::from)?;
+        tx.commit().await.map_err(ScheduleError::from)?;
+        Ok(Some(row.try_into()?))
     }
 
     /// Stops firing: `enabled = false`, no next tick. Idempotent.

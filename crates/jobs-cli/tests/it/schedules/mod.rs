@@ -1,9 +1,12 @@
-//! Schedules: the API's contract ([`api`]); pause / resume / delete, exactly one job per
-//! tick with several enqueuers firing at once, the missed-tick rule, and scheduled exports
-//! that run ([`firing`]).
+//! Schedules: the API's contract ([`api`]); changes (`PATCH`, [`patch`]); pause / resume /
+//! delete, exactly one job per tick with several enqueuers firing at once, the missed-tick
+//! rule, and scheduled exports that run ([`firing`]); the `offload schedule` commands
+//! against a running stack ([`cli`]).
 
 mod api;
+mod cli;
 mod firing;
+mod patch;
 
 use chrono::{DateTime, Utc};
 use jobs_core::jobtype::JobTypes;
@@ -64,4 +67,19 @@ async fn delete(stack: &Stack, path: &str, key: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+async fn patch(stack: &Stack, id: &str, body: &Value, key: &str) -> (u16, Value) {
+    let resp = stack
+        .http
+        .patch(format!("{}/v1/schedules/{id}", stack.api))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
 }
