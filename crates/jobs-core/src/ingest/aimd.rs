@@ -71,6 +71,9 @@ pub enum Signal {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Feedback {
     pub sent_at_ms: i64,
+    /// Requests in flight to the source (permits in use) when it was sent, as the sender
+    /// last saw them; 0 when unknown. An overload cuts from this level.
+    pub in_flight: u32,
     pub signal: Signal,
 }
 
@@ -159,14 +162,16 @@ impl Aimd {
                     .is_some_and(|base| smoothed > base * p.latency_growth);
                 self.learn_baseline(latency_ms);
                 if grown {
-                    self.decrease(p, now_ms, fb.sent_at_ms, smoothed.max(latency_ms))
+                    // The smoothed latency is of many requests, not of this one's level.
+                    let fb = Feedback { in_flight: 0, ..fb };
+                    self.decrease(p, now_ms, fb, smoothed.max(latency_ms))
                 } else {
                     self.increase(p, max)
                 }
             }
             Signal::Overloaded => {
                 let rtt = (now_ms.saturating_sub(fb.sent_at_ms)) as f64;
-                self.decrease(p, now_ms, fb.sent_at_ms, rtt)
+                self.decrease(p, now_ms, fb, rtt)
             }
         }
     }
@@ -203,10 +208,17 @@ impl Aimd {
 
     /// Cuts the limit for trouble met by a request sent at `sent_at_ms`; `rtt_ms` is the
     /// round trip as it is now (the troubled request's, or the smoothed latency).
-    fn decrease(&mut self, p: &AimdParams, now_ms: i64, sent_at_ms: i64, rtt_ms: f64) -> Change {
+    fn decrease(&mut self, p: &AimdParams, now_ms: i64, fb: Feedback, rtt_ms: f64) -> Change {
         let quiet_until = self.quiet_until_ms.or(self.last_decrease_ms);
-        if quiet_until.is_some_and(|t| sent_at_ms < t) {
+        if quiet_until.is_some_and(|t| fb.sent_at_ms < t) {
             return Change::Unchanged;
+        }
+        // The level that met trouble is the one the request was sent at: the limit has
+        // grown since, by up to a permit per round trip of the answer's delay. (A level
+        // under half the limit is taken for a stale view, not for the level.)
+        let sent_at_level = f64::from(fb.in_flight);
+        if sent_at_level >= self.limit / 2.0 {
+            self.limit = self.limit.min(sent_at_level);
         }
         let rtt = rtt_ms.max(self.baseline_ms.unwrap_or(0.0)).ceil() as i64;
         if self.ceiling.is_some_and(|c| self.limit + 1.0 > c) {
@@ -230,6 +242,7 @@ mod tests {
     fn ok(sent_at_ms: i64, latency_ms: f64) -> Feedback {
         Feedback {
             sent_at_ms,
+            in_flight: 0,
             signal: Signal::Ok { latency_ms },
         }
     }
@@ -237,6 +250,7 @@ mod tests {
     fn overloaded(sent_at_ms: i64) -> Feedback {
         Feedback {
             sent_at_ms,
+            in_flight: 0,
             signal: Signal::Overloaded,
         }
     }
@@ -388,6 +402,35 @@ mod tests {
             probe_trips += 1;
         }
         assert!(probe_trips >= 20, "{probe_trips}");
+    }
+
+    #[test]
+    fn trouble_is_answered_from_the_level_it_was_sent_at() {
+        let p = AimdParams::new(100);
+        // The limit grew to 16 while the answer to a request sent with 13 in flight was
+        // on its way: the cut starts from 13, and 13 is where trouble was.
+        let mut a = Aimd {
+            limit: 16.0,
+            ..Aimd::new()
+        };
+        let fb = Feedback {
+            in_flight: 13,
+            ..overloaded(900)
+        };
+        assert_eq!(a.observe(&p, 1000, fb), Change::Decreased);
+        assert!((a.limit - 11.05).abs() < 1e-9, "{a:?}");
+        assert_eq!(a.ceiling, Some(13.0));
+        // A level above the limit (another process's view, stale) changes nothing more.
+        let mut b = Aimd {
+            limit: 10.0,
+            ..Aimd::new()
+        };
+        let fb = Feedback {
+            in_flight: 30,
+            ..overloaded(900)
+        };
+        b.observe(&p, 1000, fb);
+        assert_eq!((b.limit, b.ceiling), (8.5, Some(10.0)));
     }
 
     #[test]

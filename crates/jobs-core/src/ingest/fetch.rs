@@ -181,6 +181,7 @@ async fn fetch_page(
             None => f.gate.acquire().await.map_err(db)?,
         };
         let sent_at_ms = now_ms();
+        let in_flight = f.gate.view().in_use;
         *requests += 1;
         let answer = f.client.get_json(&cfg.records_path, query).await;
         match answer {
@@ -189,6 +190,7 @@ async fn fetch_page(
                 f.gate
                     .report(Feedback {
                         sent_at_ms,
+                        in_flight,
                         signal: Signal::Ok { latency_ms },
                     })
                     .await;
@@ -209,6 +211,7 @@ async fn fetch_page(
                 f.gate
                     .report(Feedback {
                         sent_at_ms,
+                        in_flight,
                         signal: Signal::Overloaded,
                     })
                     .await;
