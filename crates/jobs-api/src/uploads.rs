@@ -367,8 +367,8 @@ pub async fn delete(
                  schedule first"
             ),
         }),
-        // Marked and hidden already: the retention sweep deletes the blob later, so the
-        // upload is gone as far as the client can tell.
+        // Marked and hidden already: the enqueuers' sweep deletes the blob and the record
+        // later (retention on or off), so the upload is gone as far as the client can tell.
         Err(DeleteError::Blob(e)) => {
             tracing::warn!(upload_id = %id, error = %e, "the upload's blob could not be deleted now; the sweep will");
             Ok(StatusCode::NO_CONTENT)

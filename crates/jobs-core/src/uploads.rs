@@ -96,14 +96,14 @@ pub struct Swept {
     pub failed: usize,
 }
 
-/// One retention pass at `now`: finishes deletions cut short, then deletes, batch after
-/// batch, the uploads recorded more than `retention` before `now` that no unfinished
-/// import reads and no schedule names. Safe to run in several enqueuers at once.
+/// One pass at `now`: finishes deletions cut short, then — with a `retention` — deletes,
+/// batch after batch, the uploads recorded more than `retention` before `now` that no
+/// unfinished import reads and no schedule names. Safe to run in several enqueuers at once.
 pub async fn sweep(
     store: &JobStore,
     blobs: &BlobStore,
     now: DateTime<Utc>,
-    retention: Duration,
+    retention: Option<Duration>,
 ) -> Result<Swept, StoreError> {
     let mut swept = Swept::default();
     for upload in store
@@ -116,6 +116,9 @@ pub async fn sweep(
             swept.failed += 1;
         }
     }
+    let Some(retention) = retention else {
+        return Ok(swept);
+    };
     let cutoff = now - retention;
     loop {
         let batch = store.mark_expired_uploads(cutoff, SWEEP_BATCH).await?;

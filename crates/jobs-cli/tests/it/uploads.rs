@@ -113,6 +113,26 @@ async fn with_retention_off_uploads_do_not_expire() {
     let id = upload(&stack, FILE.to_vec()).await;
     let (status, doc) = stack.get(&format!("/v1/uploads/{id}")).await;
     assert_eq!((status, &doc["expires_at"]), (200, &Value::Null), "{doc}");
+    // Years old, and still kept by the enqueuers' sweep.
+    jobs_core::sqlx::query(
+        "UPDATE offload.uploads SET created_at = now() - interval '3 years' WHERE id = $1",
+    )
+    .bind(id.parse::<uuid::Uuid>().unwrap())
+    .execute(&stack.db.pool)
+    .await
+    .unwrap();
+    let rt = stack.runtime();
+    let swept = jobs_core::uploads::sweep(
+        &rt.store,
+        &rt.blobs,
+        chrono::Utc::now(),
+        rt.cfg.uploads.retention(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(swept, jobs_core::uploads::Swept::default());
+    assert_eq!(stack.get(&format!("/v1/uploads/{id}")).await.0, 200);
+    assert!(blob_exists(&stack, &id).await);
     stack.stop().await;
 }
 

@@ -48,7 +48,9 @@ async fn rows(stack: &Stack, id: &str) -> i64 {
 
 async fn sweep_now(stack: &Stack) -> Swept {
     let rt = stack.runtime();
-    sweep(&rt.store, &rt.blobs, Utc::now(), WEEK).await.unwrap()
+    sweep(&rt.store, &rt.blobs, Utc::now(), Some(WEEK))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
