@@ -16,7 +16,8 @@
 //! | `POST /v1/uploads` | a file for an import, streamed to the blob store (`201`) |
 //! | `POST /v1/uploads/direct` | a signed URL to upload a file straight to Blob Storage |
 //! | `POST /v1/uploads/{id}/complete` | records a direct upload's size and SHA-256 |
-//! | `GET /v1/uploads/{id}` | an upload's size and SHA-256 |
+//! | `GET /v1/uploads` | list the tenant's uploads, newest first (`limit`, `cursor`) |
+//! | `GET`, `DELETE /v1/uploads/{id}` | an upload's size, SHA-256 and expiry; delete it |
 //! | `GET /v1/downloads/{id}` | the file, for holders of a valid signed link |
 //! | `GET /health/live`, `/health/ready` | probes |
 //!
@@ -112,10 +113,15 @@ pub fn router(state: AppState) -> Router {
         // not the JSON body limit.
         .route(
             "/v1/uploads",
-            post(uploads::create).layer(DefaultBodyLimit::disable()),
+            post(uploads::create)
+                .layer(DefaultBodyLimit::disable())
+                .get(uploads::list),
         )
         .route("/v1/uploads/direct", post(uploads::direct))
-        .route("/v1/uploads/{id}", get(uploads::get))
+        .route(
+            "/v1/uploads/{id}",
+            get(uploads::get).delete(uploads::delete),
+        )
         .route("/v1/uploads/{id}/complete", post(uploads::complete))
         .route("/v1/downloads/{id}", get(download::download))
         .route(

@@ -22,19 +22,28 @@
 //! rather than read a changed file. Elsewhere `POST /v1/uploads/direct` is `409`.
 //!
 //! `GET /v1/uploads/{id}` describes an upload of the caller's tenant; another tenant's
-//! uploads are 404, as unknown ones.
+//! uploads are 404, as unknown ones. `GET /v1/uploads?limit=&cursor=` lists the tenant's
+//! uploads, newest first, paged as `/v1/jobs` is. Every upload shows `expires_at`: when the
+//! retention sweep may delete it (`uploads.retention_hours` after it was recorded; `null`
+//! when uploads are kept).
+//!
+//! `DELETE /v1/uploads/{id}` deletes the file and its record (`204`), unless an import that
+//! reads it has not finished or a schedule imports it: then `409 upload_in_use`, naming
+//! the job or schedule. The order of the steps is [`jobs_core::uploads`]'s.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, BodyDataStream};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use jobs_core::blob::hex;
 use jobs_core::import::upload_path;
-use jobs_core::store::{NewUpload, Upload};
+use jobs_core::store::{NewUpload, StoreError, Upload, UploadCursor, UploadUse};
+use jobs_core::uploads::{DeleteError, Deleted, delete_upload};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -42,13 +51,38 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::ApiError;
+use crate::paging;
 
-fn document(u: &Upload) -> Value {
+fn document(state: &AppState, u: &Upload) -> Value {
+    let expires_at = state
+        .cfg
+        .uploads
+        .retention()
+        .and_then(|r| chrono::Duration::from_std(r).ok())
+        .map(|r| u.created_at + r);
     json!({
         "upload_id": u.id,
         "bytes": u.bytes,
         "sha256": u.sha256,
         "created_at": u.created_at,
+        "expires_at": expires_at,
+    })
+}
+
+fn missing() -> ApiError {
+    ApiError::Missing("no such upload")
+}
+
+/// An id from the path; a malformed one names no upload.
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| missing())
+}
+
+/// Recording an upload: a deletion that began meanwhile makes it unknown.
+fn recorded(r: Result<Upload, StoreError>) -> Result<Upload, ApiError> {
+    r.map_err(|e| match e {
+        StoreError::UploadDeleted(_) => missing(),
+        other => other.into(),
     })
 }
 
@@ -139,22 +173,24 @@ pub async fn create(
     }
     let written = writer.finish().await.map_err(ApiError::internal)?;
     let (_, etag) = state.blobs.head(&path).await.map_err(ApiError::internal)?;
-    let upload = state
-        .store
-        .create_upload(&NewUpload {
-            id,
-            tenant: &tenant.0,
-            path: &path,
-            bytes: written.bytes,
-            sha256: &written.sha256,
-            etag: etag.as_deref(),
-        })
-        .await?;
+    let upload = recorded(
+        state
+            .store
+            .create_upload(&NewUpload {
+                id,
+                tenant: &tenant.0,
+                path: &path,
+                bytes: written.bytes,
+                sha256: &written.sha256,
+                etag: etag.as_deref(),
+            })
+            .await,
+    )?;
     tracing::info!(upload_id = %id, tenant = %tenant.0, bytes = written.bytes, "upload stored");
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/uploads/{id}"))],
-        Json(document(&upload)),
+        Json(document(&state, &upload)),
     )
         .into_response())
 }
@@ -201,12 +237,9 @@ pub async fn complete(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let missing = ApiError::Missing("no such upload");
-    let Ok(id) = id.parse::<Uuid>() else {
-        return Err(missing);
-    };
+    let id = parse_id(&id)?;
     if let Some(done) = state.store.upload(&tenant.0, id).await? {
-        return Ok((StatusCode::OK, Json(document(&done))).into_response());
+        return Ok((StatusCode::OK, Json(document(&state, &done))).into_response());
     }
     let path = upload_path(&tenant.0, id);
     let (size, etag) = match state.blobs.head(&path).await {
@@ -249,22 +282,24 @@ pub async fn complete(
         bytes += chunk.len() as u64;
     }
     let sha256 = hex(&hasher.finalize());
-    let upload = state
-        .store
-        .create_upload(&NewUpload {
-            id,
-            tenant: &tenant.0,
-            path: &path,
-            bytes,
-            sha256: &sha256,
-            etag: etag.as_deref(),
-        })
-        .await?;
+    let upload = recorded(
+        state
+            .store
+            .create_upload(&NewUpload {
+                id,
+                tenant: &tenant.0,
+                path: &path,
+                bytes,
+                sha256: &sha256,
+                etag: etag.as_deref(),
+            })
+            .await,
+    )?;
     tracing::info!(upload_id = %id, tenant = %tenant.0, bytes, "direct upload recorded");
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/uploads/{id}"))],
-        Json(document(&upload)),
+        Json(document(&state, &upload)),
     )
         .into_response())
 }
@@ -275,10 +310,69 @@ pub async fn get(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let missing = ApiError::Missing("no such upload");
-    let Ok(id) = id.parse::<Uuid>() else {
-        return Err(missing);
-    };
-    let upload = state.store.upload(&tenant.0, id).await?.ok_or(missing)?;
-    Ok(Json(document(&upload)))
+    let upload = state
+        .store
+        .upload(&tenant.0, parse_id(&id)?)
+        .await?
+        .ok_or_else(missing)?;
+    Ok(Json(document(&state, &upload)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/uploads?limit=&cursor=`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = paging::limit(q.limit)?;
+    let after = paging::cursor(q.cursor)?.map(|(created_at, id)| UploadCursor { created_at, id });
+    let page = state.store.list_uploads(&tenant.0, after, limit).await?;
+    let uploads: Vec<Value> = page.uploads.iter().map(|u| document(&state, u)).collect();
+    Ok(Json(json!({
+        "uploads": uploads,
+        "next_cursor": page.next.map(|c| paging::encode_cursor(c.created_at, c.id)),
+    })))
+}
+
+/// `DELETE /v1/uploads/{id}`
+pub async fn delete(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    match delete_upload(&state.store, &state.blobs, &tenant.0, id).await {
+        Ok(Deleted::Deleted(upload)) => {
+            tracing::info!(upload_id = %id, tenant = %tenant.0, bytes = upload.bytes, "upload deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Ok(Deleted::Missing) => Err(missing()),
+        Ok(Deleted::InUse(UploadUse::Import { job_id, status })) => Err(ApiError::Conflict {
+            code: "upload_in_use",
+            message: format!(
+                "import job {job_id} ({status}) reads this upload; delete it once the job has \
+                 finished, or cancel the job first"
+            ),
+        }),
+        Ok(Deleted::InUse(UploadUse::Schedule { schedule_id })) => Err(ApiError::Conflict {
+            code: "upload_in_use",
+            message: format!(
+                "schedule {schedule_id} imports this upload at every tick; delete the \
+                 schedule first"
+            ),
+        }),
+        // Marked and hidden already: the enqueuers' sweep deletes the blob and the record
+        // later (retention on or off), so the upload is gone as far as the client can tell.
+        Err(DeleteError::Blob(e)) => {
+            tracing::warn!(upload_id = %id, error = %e, "the upload's blob could not be deleted now; the sweep will");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(DeleteError::Store(e)) => Err(e.into()),
+    }
 }

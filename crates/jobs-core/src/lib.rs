@@ -16,7 +16,8 @@
 //! - [`ingest`]: the ingest job (source APIs, partitions, pages, adaptive concurrency);
 //! - [`queue`]: the queue transport trait with Service Bus semantics and its Postgres
 //!   implementation;
-//! - [`schedule`]: jobs fired on a cron expression in a time zone.
+//! - [`schedule`]: jobs fired on a cron expression in a time zone;
+//! - [`uploads`]: deleting uploads (by hand and by retention) in a crash-safe order.
 
 pub mod blob;
 pub mod config;
@@ -42,6 +43,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod uploads;
 
 pub use config::Config;
 pub use id::{JobId, TenantId};

@@ -1,5 +1,6 @@
 //! The enqueuer: receives `job.requested`, plans the job into work items, records the plan
-//! and sends the items (fan-out). It also fires schedules ([`schedules`]).
+//! and sends the items (fan-out). It also fires schedules ([`schedules`]) and deletes
+//! expired uploads ([`uploads`]).
 //!
 //! Safe to crash anywhere and to receive the same request twice: the plan is recorded in
 //! the job store *before* any item is sent, a redelivered request re-sends the recorded
@@ -7,6 +8,7 @@
 //! the copies.
 
 pub mod schedules;
+pub mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -390,10 +392,11 @@ pub async fn handle_dead_letter(
     Ok(())
 }
 
-/// Plans jobs and fires schedules until `shutdown` is cancelled, sweeping the jobs queue's
-/// dead letters.
+/// Plans jobs, fires schedules and deletes expired uploads until `shutdown` is cancelled,
+/// sweeping the jobs queue's dead letters.
 pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {
     let schedules = tokio::spawn(schedules::fire_until_stopped(ctx.clone(), shutdown.clone()));
+    let uploads = tokio::spawn(uploads::sweep_until_stopped(ctx.clone(), shutdown.clone()));
     let sweeper = {
         let (ctx, transport, queue, stop) = (
             ctx.clone(),
@@ -420,6 +423,7 @@ pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: Cancellation
     plan_until_stopped(ctx, shutdown).await;
     let _ = sweeper.await;
     let _ = schedules.await;
+    let _ = uploads.await;
 }
 
 async fn plan_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {

@@ -11,7 +11,7 @@ use crate::support::{KEY, Stack};
 /// Azurite's well-known development account (public, documented by Microsoft).
 const AZURITE: &str = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;";
 
-async fn azure_stack() -> Stack {
+pub async fn azure_stack() -> Stack {
     // Ranges of 64 bytes: the bad file is three work items.
     stack(
         64,

@@ -13,4 +13,6 @@ mod ingest;
 mod schedules;
 mod servicebus;
 mod support;
+mod uploads;
+mod uploads_retention;
 mod webhooks;

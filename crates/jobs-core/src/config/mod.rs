@@ -25,8 +25,8 @@ pub const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
 pub use services::{
     ApiConfig, AuthConfig, BlobBackend, BlobConfig, DatasetConfig, Datasets, DownloadConfig,
-    ExportConfig, ImportConfig, NotifierConfig, SchedulesConfig, WorkerConfig, is_identifier,
-    is_table_name,
+    ExportConfig, ImportConfig, NotifierConfig, SchedulesConfig, UploadsConfig, WorkerConfig,
+    is_identifier, is_table_name,
 };
 pub use sources::{Pagination, Partition, SourceConfig, SourceProblem, Sources};
 
@@ -42,6 +42,7 @@ pub struct Config {
     pub download: DownloadConfig,
     pub export: ExportConfig,
     pub import: ImportConfig,
+    pub uploads: UploadsConfig,
     pub worker: WorkerConfig,
     pub notifier: NotifierConfig,
     pub schedules: SchedulesConfig,
@@ -232,6 +233,19 @@ impl Config {
                 "must be between 1 and 1073741824 (1 GiB)".into(),
             );
         }
+        // Ten years: far beyond any sensible retention, and no overflow in the arithmetic.
+        if self.uploads.retention_hours > 87_600 {
+            return invalid(
+                "uploads.retention_hours",
+                "must be between 0 (keep) and 87600 (10 years)".into(),
+            );
+        }
+        if !(1..=86_400).contains(&self.uploads.sweep_interval_secs) {
+            return invalid(
+                "uploads.sweep_interval_secs",
+                "must be between 1 and 86400".into(),
+            );
+        }
         if crate::id::TenantId::parse(&self.auth.dev_tenant).is_err() {
             return invalid(
                 "auth.dev_tenant",
@@ -396,6 +410,14 @@ mod tests {
         assert_eq!(cfg.telemetry.log_filter, DEFAULT_LOG_FILTER);
         assert_eq!(cfg.queue.transport, TransportKind::Postgres);
         assert_eq!(cfg.queue.lock_duration(), Duration::from_secs(60));
+        assert_eq!(
+            cfg.uploads.retention(),
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        let keep =
+            Config::from_figment(defaults().merge(Toml::string("[uploads]\nretention_hours = 0")))
+                .unwrap();
+        assert_eq!(keep.uploads.retention(), None);
     }
 
     #[test]
@@ -454,6 +476,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("schedules.tick_interval_ms"), "{err}");
+
+        let err = Config::from_figment(
+            defaults().merge(Toml::string("[uploads]\nretention_hours = 100000")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("uploads.retention_hours"), "{err}");
 
         let err = Config::load(Some(Path::new("/nonexistent/offload.toml")))
             .unwrap_err()

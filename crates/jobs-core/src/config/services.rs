@@ -1,5 +1,5 @@
 //! Configuration sections of the services: API, auth, blob store, downloads, exports,
-//! imports, workers, notifier, schedules, and the dataset catalog.
+//! imports, uploads, workers, notifier, schedules, and the dataset catalog.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,6 +84,28 @@ pub struct ExportConfig {
 pub struct ImportConfig {
     /// Bytes of the uploaded file per work item (cut at the next record boundary).
     pub chunk_bytes: u64,
+}
+
+/// How long uploads are kept. The enqueuers sweep; the API shows each upload's expiry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// Hours after it was recorded that an upload is deleted (unless an unfinished import
+    /// reads it or a schedule names it). 0 keeps uploads until they are deleted by hand.
+    pub retention_hours: u64,
+    /// How often each enqueuer looks for expired uploads.
+    pub sweep_interval_secs: u64,
+}
+
+impl UploadsConfig {
+    /// How long an upload is kept; `None` for ever.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_hours > 0).then(|| Duration::from_secs(self.retention_hours * 3600))
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_secs(self.sweep_interval_secs)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -147,6 +147,19 @@ impl JobType for ImportJob {
     async fn plan(&self, job: &Job, env: &KindEnv) -> Result<Vec<PlannedItem>, PlanError> {
         let spec: ImportSpec = serde_json::from_value(JobTypes::params_of(job)?.clone())
             .map_err(|e| PlanError::Fatal(format!("invalid import parameters: {e}")))?;
+        // Deleting an upload hides its record before its blob goes, and an import created
+        // before that cannot be missed by the deletion (see `crate::uploads`): a record
+        // still here means the file stays as long as this job is unfinished.
+        let live = JobStore::new(env.pool.clone())
+            .upload(&job.tenant_id, spec.upload_id)
+            .await
+            .map_err(|e| PlanError::Retryable(format!("looking up the upload failed: {e}")))?;
+        if live.is_none() {
+            return Err(PlanError::Fatal(format!(
+                "the upload {} was deleted",
+                spec.upload_id
+            )));
+        }
         let path = upload_path(&job.tenant_id, spec.upload_id);
         let blob_error = |e: crate::blob::BlobError| {
             if e.is_not_found() {

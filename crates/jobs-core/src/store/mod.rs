@@ -25,7 +25,9 @@ pub use items::{Completion, ItemOutcome, ItemRecord, PlanOutcome, PlannedItem};
 pub use jobs::{CreateOutcome, JobFilter, JobPage, ListCursor};
 pub use retry::{RetriedItem, RetryOutcome};
 pub use tenants::{WebhookAttempt, new_api_key, new_webhook_secret};
-pub use uploads::{NewUpload, Upload};
+pub use uploads::{
+    ExpiredBatch, MarkOutcome, NewUpload, Upload, UploadCursor, UploadPage, UploadUse,
+};
 
 /// The channel every job status change and counter update is announced on (with
 /// `pg_notify`, in the transaction that makes it), as JSON
@@ -60,6 +62,8 @@ pub enum StoreError {
     Corrupt { job_id: JobId, problem: String },
     #[error("upload {id} holds a value the store cannot read: {problem}")]
     CorruptUpload { id: uuid::Uuid, problem: String },
+    #[error("upload {0} is being deleted")]
+    UploadDeleted(uuid::Uuid),
     #[error("job store query failed: {0}")]
     Db(#[from] sqlx::Error),
 }
