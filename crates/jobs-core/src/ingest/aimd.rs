@@ -16,8 +16,10 @@
 //!   already keeps one overload from being answered twice). The latency is smoothed (TCP's SRTT, 1/8 per
 //!   sample) so that one slow answer — a busy machine, a garbage collection at the source —
 //!   does not cut the limit; an overloaded source slows every answer and trips it within a
-//!   round trip.
-//! - **Probing backs off where it keeps failing**: each decrease while probing (within a
+//!   round trip. An overload cuts from the level its request was sent at and marks that
+//!   level as the last trouble level (probed slowly, below); slowness only cuts the limit
+//!   (a busy machine slows answers too), so the limit climbs straight back.
+//! - **Probing backs off where it keeps failing**: each overload while probing (within a
 //!   permit of the last trouble level, or above it) halves the probe rate again, down to
 //!   1/[`MAX_PROBE_BACKOFF`] of it, so a source with a fixed limit is probed past it every
 //!   few seconds at first and then rarely — each probe costs an overload. Growing past the
@@ -93,7 +95,7 @@ pub struct Aimd {
     pub limit: f64,
     /// When the limit was last decreased.
     pub last_decrease_ms: Option<i64>,
-    /// The limit just before the last decrease: where trouble was last seen.
+    /// The level of the last overload (429, 5xx, timeout): where trouble was last seen.
     pub ceiling: Option<f64>,
     /// The source's latency when not overloaded, learned from successes: it follows lower
     /// samples at once and higher ones slowly, so a source that became slower for good is
@@ -221,11 +223,16 @@ impl Aimd {
             self.limit = self.limit.min(sent_at_level);
         }
         let rtt = rtt_ms.max(self.baseline_ms.unwrap_or(0.0)).ceil() as i64;
-        if self.ceiling.is_some_and(|c| self.limit + 1.0 > c) {
-            // Trouble while probing near (or past) the last trouble level: a failed probe.
-            self.failed_probes = (self.failed_probes + 1).min(MAX_PROBE_BACKOFF.ilog2());
+        // An overload marks where the source's limit is. Slowness may be this machine's
+        // as much as the source's: it cuts the limit but sets no mark, so the limit climbs
+        // straight back.
+        if fb.signal == Signal::Overloaded {
+            if self.ceiling.is_some_and(|c| self.limit + 1.0 > c) {
+                // An overload while probing near (or past) the last one: a failed probe.
+                self.failed_probes = (self.failed_probes + 1).min(MAX_PROBE_BACKOFF.ilog2());
+            }
+            self.ceiling = Some(self.limit);
         }
-        self.ceiling = Some(self.limit);
         self.limit = (self.limit * p.decrease).max(1.0);
         self.last_decrease_ms = Some(now_ms);
         self.quiet_until_ms = Some(now_ms.saturating_add(rtt));
@@ -434,6 +441,28 @@ mod tests {
     }
 
     #[test]
+    fn slowness_does_not_lower_the_trouble_mark() {
+        let p = AimdParams::new(100);
+        let mut a = Aimd {
+            limit: 12.0,
+            ceiling: Some(13.0),
+            baseline_ms: Some(20.0),
+            smoothed_ms: Some(20.0),
+            ..Aimd::new()
+        };
+        let slow = (0..20).find(|i| a.observe(&p, 1000 + i, ok(990, 90.0)) == Change::Decreased);
+        assert!(slow.is_some(), "{a:?}");
+        assert_eq!(a.ceiling, Some(13.0));
+        // Back to 12 within a few round trips, not at the probing pace.
+        let mut now = 1100;
+        for _ in 0..4 {
+            now += 20;
+            round_trip(&mut a, &p, now);
+        }
+        assert_eq!(a.permits(), 12, "{a:?}");
+    }
+
+    #[test]
     fn probes_past_a_fixed_limit_less_and_less_often() {
         let p = AimdParams::new(100);
         let mut a = Aimd {
@@ -455,7 +484,10 @@ mod tests {
             now += 20;
             assert_eq!(a.observe(&p, now, overloaded(now - 20)), Change::Decreased);
         }
-        assert!(gaps.windows(2).take(4).all(|w| w[1] > w[0] * 3 / 2), "{gaps:?}");
+        assert!(
+            gaps.windows(2).take(4).all(|w| w[1] > w[0] * 3 / 2),
+            "{gaps:?}"
+        );
         assert_eq!(a.probe_backoff(), MAX_PROBE_BACKOFF);
         assert!(gaps[5] <= gaps[4] * 11 / 10, "capped: {gaps:?}");
         // A source that takes more again: once past the old level, growth is quick.

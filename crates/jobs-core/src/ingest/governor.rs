@@ -19,14 +19,22 @@
 //! - A holder keeps its permit for its next page ([`Gate::keep`]) unless the limit went
 //!   below the permits in use, which saves two round trips per page and hands capacity
 //!   over without a gap.
+//! - **Handing over in process**: a permit given back while requests of this process wait
+//!   for one goes to the longest-waiting of them directly — the lease stays taken, nothing
+//!   is written — so a partition that ends hands its permit to the next one without a gap
+//!   and without two statements on the source's row. A permit goes back to Postgres when no
+//!   request here waits for it, or when the limit is below the permits in use. Other
+//!   processes' waiters therefore get a permit when this process has no use for it or the
+//!   limit grows, which is what a shared limit needs (the requests are the same work,
+//!   whichever process makes them).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::types::Json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use super::aimd::{Aimd, AimdParams, Change, Feedback, Signal};
@@ -81,6 +89,9 @@ pub struct Gate {
     last_reclaim: Mutex<Instant>,
     view: Mutex<View>,
     known: Mutex<Known>,
+    /// Requests of this process waiting for a permit, oldest first: a permit given back
+    /// while one waits is handed to it.
+    waiters: Mutex<VecDeque<oneshot::Sender<Permit>>>,
 }
 
 /// What the controller counts as trouble, as of this process's last flush.
@@ -131,6 +142,7 @@ impl Governor {
             last_reclaim: Mutex::new(Instant::now()),
             view: Mutex::new(View::default()),
             known: Mutex::new(Known::default()),
+            waiters: Mutex::new(VecDeque::new()),
         });
         Ok(lock(&self.gates)
             .entry(source.to_owned())
@@ -149,27 +161,113 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A request waiting in [`Gate::acquire`]: its place in the gate's queue. Dropped — the
+/// request got a permit from Postgres, or stopped waiting — it leaves the queue, and a
+/// permit handed to it meanwhile is passed on.
+struct Waiting<'a> {
+    gate: &'a Arc<Gate>,
+    handed: oneshot::Receiver<Permit>,
+}
+
+impl<'a> Waiting<'a> {
+    fn enqueue(gate: &'a Arc<Gate>) -> Self {
+        let (tx, handed) = oneshot::channel();
+        let mut waiters = lock(&gate.waiters);
+        waiters.retain(|w| !w.is_closed());
+        waiters.push_back(tx);
+        Self { gate, handed }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.handed.close();
+        if let Ok(permit) = self.handed.try_recv() {
+            self.gate.pass_on(permit);
+        }
+    }
+}
+
 impl Gate {
-    /// Waits for a permit.
-    pub async fn acquire(&self) -> Result<Permit, sqlx::Error> {
+    /// Waits for a permit: one handed over by a request of this process that is done with
+    /// it, or one taken in Postgres.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Permit, sqlx::Error> {
+        let mut waiting = Waiting::enqueue(self);
         let mut poll = POLL_MIN;
         loop {
-            // Registered before looking, so a permit given back while this waiter is
-            // looking wakes it (a `notify_one` finds it), instead of being missed until
-            // its next poll.
+            // Registered before looking, so a permit given back to Postgres while this
+            // waiter is looking wakes it (a `notify_one` finds it), instead of being missed
+            // until its next poll.
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
+            if let Ok(p) = waiting.handed.try_recv() {
+                return self.renewed(p).await;
+            }
             if let Some(p) = self.try_acquire().await? {
                 return Ok(p);
             }
             self.reclaim_expired_now_and_then().await?;
             let jittered = poll.mul_f64(0.5 + rand::random::<f64>());
             tokio::select! {
+                handed = &mut waiting.handed => {
+                    if let Ok(p) = handed {
+                        return self.renewed(p).await;
+                    }
+                    // Closed without a permit: only this waiter's own drop closes it.
+                    waiting = Waiting::enqueue(self);
+                }
                 () = woken => {}
                 () = tokio::time::sleep(jittered) => {}
             }
             poll = (poll * 2).min(POLL_MAX);
+        }
+    }
+
+    /// A handed-over permit, its lease renewed if due; if the lease was lost meanwhile
+    /// (expired and reclaimed), a fresh permit.
+    async fn renewed(self: &Arc<Self>, permit: Permit) -> Result<Permit, sqlx::Error> {
+        if Instant::now() < permit.renew_at {
+            return Ok(permit);
+        }
+        match self.renew(permit).await? {
+            Some(p) => Ok(p),
+            None => Box::pin(self.acquire()).await,
+        }
+    }
+
+    /// Hands `permit` to the longest-waiting request of this process, if one waits and the
+    /// limit is not below the permits in use; otherwise gives it back.
+    fn hand_over(&self, permit: Permit) -> Result<(), Permit> {
+        let view = self.view();
+        if view.in_use > view.permits {
+            return Err(permit);
+        }
+        let mut permit = permit;
+        let mut waiters = lock(&self.waiters);
+        while let Some(waiter) = waiters.pop_front() {
+            match waiter.send(permit) {
+                Ok(()) => return Ok(()),
+                // That request stopped waiting.
+                Err(back) => permit = back,
+            }
+        }
+        Err(permit)
+    }
+
+    /// [`Gate::release`] from where nothing can wait: hands the permit over, or gives it
+    /// back in a task of its own (without a runtime, its lease expires by itself).
+    fn pass_on(self: &Arc<Self>, permit: Permit) {
+        let Err(permit) = self.hand_over(permit) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let gate = self.clone();
+            runtime.spawn(async move {
+                if let Err(e) = gate.give_back(permit).await {
+                    tracing::warn!(source = %gate.source, error = %e, "giving a permit back failed");
+                }
+            });
         }
     }
 
@@ -200,8 +298,17 @@ impl Gate {
         }))
     }
 
-    /// Gives a permit back (a no-op for one whose lease expired and was reclaimed).
+    /// Gives a permit back: to a request of this process waiting for one, or to Postgres
+    /// (a no-op there for one whose lease expired and was reclaimed).
     pub async fn release(&self, permit: Permit) -> Result<(), sqlx::Error> {
+        match self.hand_over(permit) {
+            Ok(()) => Ok(()),
+            Err(permit) => self.give_back(permit).await,
+        }
+    }
+
+    /// Gives a permit back to Postgres.
+    async fn give_back(&self, permit: Permit) -> Result<(), sqlx::Error> {
         let row: Option<(i32, i32)> = sqlx::query_as(
             "WITH gone AS (DELETE FROM offload.source_permits WHERE id = $1 RETURNING source)
              UPDATE offload.source_limits l SET in_use = l.in_use - 1
@@ -229,6 +336,11 @@ impl Gate {
         if Instant::now() < permit.renew_at {
             return Ok(Some(permit));
         }
+        self.renew(permit).await
+    }
+
+    /// Extends the permit's lease; `None` if it was lost (expired and reclaimed).
+    async fn renew(&self, permit: Permit) -> Result<Option<Permit>, sqlx::Error> {
         let renewed = sqlx::query(
             "UPDATE offload.source_permits SET expires_at = now() + make_interval(secs => $2)
              WHERE id = $1",
@@ -257,7 +369,9 @@ impl Gate {
         let trouble = {
             let known = lock(&self.known);
             // Trouble met by a request sent before the last decrease was answered by it.
-            let answered = known.quiet_until_ms.is_some_and(|t| feedback.sent_at_ms < t);
+            let answered = known
+                .quiet_until_ms
+                .is_some_and(|t| feedback.sent_at_ms < t);
             !answered
                 && match feedback.signal {
                     Signal::Overloaded => true,
@@ -354,6 +468,11 @@ impl Gate {
         }
         tracing::debug!(source = %self.source, "the source limit kept changing; outcomes dropped");
         Ok(())
+    }
+
+    /// Requests of this process waiting for a permit.
+    pub fn waiting(&self) -> usize {
+        lock(&self.waiters).iter().filter(|w| !w.is_closed()).count()
     }
 
     /// Permits and in-use count as last seen by this process.
