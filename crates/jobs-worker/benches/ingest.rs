@@ -191,7 +191,7 @@ async fn ingest(a: &Args) {
     let rt = runtime(&db, &root, &source.base_url()).await;
     let spec = json!({"source": "bench", "from_id": 1, "to_id": records});
     let parsed: IngestSpec = serde_json::from_value(spec.clone()).unwrap();
-    let plan = jobs_core::ingest::plan::plan(&parsed, &rt.cfg.sources["bench"])
+    let plan = jobs_core::ingest::plan::plan(&parsed, &rt.cfg.sources["bench"], &db.pool)
         .await
         .unwrap();
     let items = plan.len();

@@ -403,3 +403,33 @@ async fn concurrency_settles_near_the_source_limit() {
     assert!(stats.throttled * 10 < stats.ok, "{stats:?}");
     stack.stop().await;
 }
+
+/// The planner's request for the source's maximum id waits for a permit of the source's
+/// limit like any page request: while the only permit is held elsewhere the source sees
+/// nothing; once it is given back the job plans and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maximum_id_is_asked_under_a_permit() {
+    let opts = quick(300);
+    let mock = MockSource::start(opts).await.unwrap();
+    let stack = Stack::start(Parts::ALL, &source("gated", &mock.base_url(), "")).await;
+    let governor = jobs_core::ingest::governor::Governor::new(stack.db.pool.clone());
+    let gate = governor
+        .gate("gated", 64, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // A fresh source has one permit: held here.
+    let held = gate.try_acquire().await.unwrap().expect("the only permit");
+    let id = submit(&stack, json!({"source": "gated"})).await;
+    stack.wait_for(&id, |j| j["status"] == "planning").await;
+    // Planning has started; for a while it must not reach the source.
+    let window = tokio::time::timeout(Duration::from_millis(500), async {
+        while mock.stats().requests == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(window.is_err(), "the source was asked without a permit");
+    gate.release(held).await.unwrap();
+    succeeded(&stack, &id, 300).await;
+    stack.stop().await;
+}

@@ -248,6 +248,21 @@ impl BlobStore {
         Ok(meta.size)
     }
 
+    /// The paths of the objects under `prefix` (a folder, ending in `/`), in no order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+        let location = Path::from(prefix);
+        let mut listing = self.store.list(Some(&location));
+        let mut paths = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|source| BlobError::Io {
+                path: prefix.to_owned(),
+                source,
+            })?;
+            paths.push(meta.location.to_string());
+        }
+        Ok(paths)
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<(), BlobError> {
         match self.store.delete(&Path::from(path)).await {

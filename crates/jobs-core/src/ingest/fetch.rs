@@ -11,7 +11,8 @@
 //! fatal: no retry can help.
 //!
 //! A retried item starts again from its first page and rewrites the same files, so pages
-//! are never duplicated or lost (as long as the source serves the same records).
+//! are never duplicated or lost (as long as the source serves the same records); pages an
+//! earlier attempt wrote past the last one are deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +64,33 @@ pub async fn ingest_partition(
         // The lease expires by itself; only the permit's early return is lost.
         tracing::warn!(error = %e, "giving a permit back failed");
     }
-    result
+    let out = result?;
+    remove_stale_pages(f.blobs, &out.prefix, out.pages).await?;
+    Ok(out)
+}
+
+/// Deletes the pages past the `pages` just written under `prefix`: an earlier attempt of
+/// the item, against a source that has since lost records, wrote more.
+pub async fn remove_stale_pages(
+    blobs: &BlobStore,
+    prefix: &str,
+    pages: u32,
+) -> Result<(), ProcessError> {
+    let failed = |e: crate::blob::BlobError| {
+        ProcessError::retryable(format!("removing stale pages under {prefix}: {e}"))
+    };
+    for path in blobs.list(prefix).await.map_err(failed)? {
+        let n = path
+            .strip_prefix(prefix)
+            .and_then(|name| name.strip_prefix("page-"))
+            .and_then(|name| name.strip_suffix(".ndjson"))
+            .and_then(|n| n.parse::<u32>().ok());
+        if n.is_some_and(|n| n > pages) {
+            blobs.delete(&path).await.map_err(failed)?;
+            tracing::info!(%path, "stale page removed");
+        }
+    }
+    Ok(())
 }
 
 async fn fetch_pages(

@@ -45,6 +45,6 @@ impl JobType for IngestJob {
         let cfg = env.cfg.sources.get(&spec.source).ok_or_else(|| {
             PlanError::Fatal(format!("source `{}` is no longer configured", spec.source))
         })?;
-        plan::plan(&spec, cfg).await
+        plan::plan(&spec, cfg, &env.pool).await
     }
 }

@@ -1,13 +1,18 @@
 //! Splitting an ingest job into partitions, one work item each.
 //!
 //! Id-partitioned sources: ranges of `partition_size` ids from `from_id` to `to_id`, where
-//! a missing `to_id` is the source's maximum id, asked once at planning time (the plan is
-//! then recorded, so a redelivered request re-sends the same ranges). Time-partitioned
+//! a missing `to_id` is the source's maximum id, asked once at planning time under a permit
+//! of the source's limit (the plan is then recorded, so a redelivered request re-sends the
+//! same ranges). Time-partitioned
 //! sources: windows of `window_secs` between the stored bounds, the last one shorter.
 
+use std::time::Duration;
+
 use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgPool;
 
 use super::client::{FetchError, SourceClient, at_pointer};
+use super::governor::Governor;
 use super::{Bounds, IngestSpec, PARTITION};
 use crate::config::{Partition, SourceConfig};
 use crate::jobtype::PlanError;
@@ -49,13 +54,17 @@ pub fn windows(since: DateTime<Utc>, before: DateTime<Utc>, secs: u64) -> Vec<Bo
 }
 
 /// The partitions of a job, as work items numbered from 0.
-pub async fn plan(spec: &IngestSpec, cfg: &SourceConfig) -> Result<Vec<PlannedItem>, PlanError> {
+pub async fn plan(
+    spec: &IngestSpec,
+    cfg: &SourceConfig,
+    pool: &PgPool,
+) -> Result<Vec<PlannedItem>, PlanError> {
     let bounds = match cfg.partition {
         Partition::Id => {
             let from = spec.from_id.unwrap_or(1);
             let to = match spec.to_id {
                 Some(to) => to,
-                None => max_id(&spec.source, cfg).await?,
+                None => max_id(&spec.source, cfg, pool).await?,
             };
             let parts = if to < from {
                 0
@@ -93,21 +102,45 @@ pub async fn plan(spec: &IngestSpec, cfg: &SourceConfig) -> Result<Vec<PlannedIt
         .collect()
 }
 
-/// The source's maximum id (`max_id_path`, at `max_id_pointer`): one request, whose
-/// transient failures make the plan retryable.
-pub async fn max_id(name: &str, cfg: &SourceConfig) -> Result<u64, PlanError> {
+/// How long planning waits for a permit of the source before it is retried later.
+const PERMIT_WAIT: Duration = Duration::from_secs(30);
+
+/// The source's maximum id (`max_id_path`, at `max_id_pointer`): one request, under a
+/// permit of the source's concurrency limit like every other, whose transient failures
+/// make the plan retryable.
+pub async fn max_id(name: &str, cfg: &SourceConfig, pool: &PgPool) -> Result<u64, PlanError> {
     let client = SourceClient::new(name, cfg).map_err(PlanError::Retryable)?;
-    let answer = client
-        .get_json(&cfg.max_id_path, &[])
+    let limit = |e: sqlx::Error| {
+        PlanError::Retryable(format!(
+            "the limit of source `{name}` in the job store: {e}"
+        ))
+    };
+    let gate = Governor::new(pool.clone())
+        .gate(name, cfg.max_concurrency, cfg.permit_lease())
         .await
-        .map_err(|e| match e {
-            FetchError::Transient { reason, .. } => PlanError::Retryable(format!(
-                "asking source `{name}` for its maximum id: {reason}"
-            )),
-            FetchError::Permanent { reason } => PlanError::Fatal(format!(
-                "asking source `{name}` for its maximum id: {reason}"
-            )),
-        })?;
+        .map_err(limit)?;
+    let permit = tokio::time::timeout(PERMIT_WAIT, gate.acquire())
+        .await
+        .map_err(|_| {
+            PlanError::Retryable(format!(
+                "no permit of source `{name}` came free within {} s",
+                PERMIT_WAIT.as_secs()
+            ))
+        })?
+        .map_err(limit)?;
+    let answer = client.get_json(&cfg.max_id_path, &[]).await;
+    if let Err(e) = gate.release(permit).await {
+        // The lease expires by itself; only the permit's early return is lost.
+        tracing::warn!(source = name, error = %e, "giving a permit back failed");
+    }
+    let answer = answer.map_err(|e| match e {
+        FetchError::Transient { reason, .. } => PlanError::Retryable(format!(
+            "asking source `{name}` for its maximum id: {reason}"
+        )),
+        FetchError::Permanent { reason } => PlanError::Fatal(format!(
+            "asking source `{name}` for its maximum id: {reason}"
+        )),
+    })?;
     let value = at_pointer(&answer.body, &cfg.max_id_pointer);
     value
         .and_then(|v| {
