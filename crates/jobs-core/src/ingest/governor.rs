@@ -472,7 +472,10 @@ impl Gate {
 
     /// Requests of this process waiting for a permit.
     pub fn waiting(&self) -> usize {
-        lock(&self.waiters).iter().filter(|w| !w.is_closed()).count()
+        lock(&self.waiters)
+            .iter()
+            .filter(|w| !w.is_closed())
+            .count()
     }
 
     /// Permits and in-use count as last seen by this process.
