@@ -298,6 +298,12 @@ async fn ingest(a: &Args) {
         limit.0
     );
     println!(
+        "| controller at the end: limit / last overload level / failed probes in a row | {:.2} / {} / {} |",
+        limit.2.limit,
+        limit.2.ceiling.map_or("none".into(), |c| format!("{c:.2}")),
+        limit.2.failed_probes
+    );
+    println!(
         "| requests in flight, mean (request time / wall time) | {:.1} |",
         (a.pages * a.latency_ms) as f64 / 1000.0 / wall.as_secs_f64()
     );

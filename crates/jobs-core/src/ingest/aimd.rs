@@ -10,6 +10,9 @@
 //!   [`AimdParams::increase_per_rtt`]; close to it, [`AimdParams::probe_per_rtt`], much
 //!   smaller, because on sources that slow everyone down when overloaded (as the mock
 //!   source does, as real ones do) each overshoot costs far more than it finds.
+//!   Only successes sent while the window was (nearly) full count: a limit that is not
+//!   what holds requests back — items waiting out a `Retry-After`, the last partitions of a
+//!   job — does not grow, or it would meet the source with a burst when they come back.
 //! - **Multiplicative decrease** on a 429, a 5xx, a timeout or a smoothed latency more than
 //!   [`AimdParams::latency_growth`] times the learned unloaded latency: the limit is
 //!   multiplied by [`AimdParams::decrease`] (0.85: gentle, because the one-decrease-per-round-trip rule
@@ -19,7 +22,7 @@
 //!   round trip. An overload cuts from the level its request was sent at and marks that
 //!   level as the last trouble level (probed slowly, below); slowness only cuts the limit
 //!   (a busy machine slows answers too), so the limit climbs straight back.
-//! - **Probing backs off where it keeps failing**: each overload while probing (within a
+//! - **Probing backs off where it keeps failing**: each cut while probing (within a
 //!   permit of the last trouble level, or above it) halves the probe rate again, down to
 //!   1/[`MAX_PROBE_BACKOFF`] of it, so a source with a fixed limit is probed past it every
 //!   few seconds at first and then rarely — each probe costs an overload. Growing past the
@@ -73,9 +76,13 @@ pub enum Signal {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Feedback {
     pub sent_at_ms: i64,
-    /// Requests in flight to the source (permits in use) when it was sent, as the sender
-    /// last saw them; 0 when unknown. An overload cuts from this level.
-    pub in_flight: u32,
+    /// The permits (the window) when it was sent, as the sender last saw them; 0 when
+    /// unknown. An overload cuts from this level.
+    pub window: u32,
+    /// Permits in use when it was sent, as the sender last saw them; 0 when unknown. A
+    /// success grows the limit only if the window was (nearly) full: otherwise the limit
+    /// was not what held requests back, and growing it would only prepare an overload.
+    pub in_use: u32,
     pub signal: Signal,
 }
 
@@ -165,10 +172,10 @@ impl Aimd {
                 self.learn_baseline(latency_ms);
                 if grown {
                     // The smoothed latency is of many requests, not of this one's level.
-                    let fb = Feedback { in_flight: 0, ..fb };
+                    let fb = Feedback { window: 0, ..fb };
                     self.decrease(p, now_ms, fb, smoothed.max(latency_ms))
                 } else {
-                    self.increase(p, max)
+                    self.increase(p, max, fb)
                 }
             }
             Signal::Overloaded => {
@@ -190,8 +197,9 @@ impl Aimd {
         });
     }
 
-    fn increase(&mut self, p: &AimdParams, max: f64) -> Change {
-        if self.limit >= max {
+    fn increase(&mut self, p: &AimdParams, max: f64, fb: Feedback) -> Change {
+        let idle = fb.in_use > 0 && fb.in_use + 1 < fb.window;
+        if self.limit >= max || idle {
             return Change::Unchanged;
         }
         let rate = match self.ceiling {
@@ -218,19 +226,21 @@ impl Aimd {
         // The level that met trouble is the one the request was sent at: the limit has
         // grown since, by up to a permit per round trip of the answer's delay. (A level
         // under half the limit is taken for a stale view, not for the level.)
-        let sent_at_level = f64::from(fb.in_flight);
+        let sent_at_level = f64::from(fb.window);
         if sent_at_level >= self.limit / 2.0 {
             self.limit = self.limit.min(sent_at_level);
         }
         let rtt = rtt_ms.max(self.baseline_ms.unwrap_or(0.0)).ceil() as i64;
+        if self.ceiling.is_some_and(|c| self.limit + 1.0 > c) {
+            // Trouble while probing near (or past) the last overload: a failed probe. (At
+            // sources that slow everyone down when overloaded, the slowness of the requests
+            // already in flight often tells of it before the 429 does.)
+            self.failed_probes = (self.failed_probes + 1).min(MAX_PROBE_BACKOFF.ilog2());
+        }
         // An overload marks where the source's limit is. Slowness may be this machine's
         // as much as the source's: it cuts the limit but sets no mark, so the limit climbs
         // straight back.
         if fb.signal == Signal::Overloaded {
-            if self.ceiling.is_some_and(|c| self.limit + 1.0 > c) {
-                // An overload while probing near (or past) the last one: a failed probe.
-                self.failed_probes = (self.failed_probes + 1).min(MAX_PROBE_BACKOFF.ilog2());
-            }
             self.ceiling = Some(self.limit);
         }
         self.limit = (self.limit * p.decrease).max(1.0);
@@ -249,7 +259,8 @@ mod tests {
     fn ok(sent_at_ms: i64, latency_ms: f64) -> Feedback {
         Feedback {
             sent_at_ms,
-            in_flight: 0,
+            window: 0,
+            in_use: 0,
             signal: Signal::Ok { latency_ms },
         }
     }
@@ -257,7 +268,8 @@ mod tests {
     fn overloaded(sent_at_ms: i64) -> Feedback {
         Feedback {
             sent_at_ms,
-            in_flight: 0,
+            window: 0,
+            in_use: 0,
             signal: Signal::Overloaded,
         }
     }
@@ -281,6 +293,26 @@ mod tests {
         }
         // Ten round trips of additive increase: about 1 + 10.
         assert!((9..=12).contains(&a.permits()), "{a:?}");
+    }
+
+    #[test]
+    fn grows_only_while_the_window_is_used() {
+        let p = AimdParams::new(100);
+        let mut a = Aimd {
+            limit: 10.0,
+            ..Aimd::new()
+        };
+        let sent = |in_use| Feedback {
+            window: 10,
+            in_use,
+            ..ok(0, 20.0)
+        };
+        for i in 0..100 {
+            assert_eq!(a.observe(&p, 20 + i, sent(4)), Change::Unchanged);
+        }
+        assert_eq!(a.limit, 10.0);
+        assert_eq!(a.observe(&p, 200, sent(9)), Change::Increased);
+        assert_eq!(a.observe(&p, 200, sent(10)), Change::Increased);
     }
 
     #[test]
@@ -414,14 +446,14 @@ mod tests {
     #[test]
     fn trouble_is_answered_from_the_level_it_was_sent_at() {
         let p = AimdParams::new(100);
-        // The limit grew to 16 while the answer to a request sent with 13 in flight was
+        // The limit grew to 16 while the answer to a request sent at a window of 13 was
         // on its way: the cut starts from 13, and 13 is where trouble was.
         let mut a = Aimd {
             limit: 16.0,
             ..Aimd::new()
         };
         let fb = Feedback {
-            in_flight: 13,
+            window: 13,
             ..overloaded(900)
         };
         assert_eq!(a.observe(&p, 1000, fb), Change::Decreased);
@@ -433,7 +465,7 @@ mod tests {
             ..Aimd::new()
         };
         let fb = Feedback {
-            in_flight: 30,
+            window: 30,
             ..overloaded(900)
         };
         b.observe(&p, 1000, fb);

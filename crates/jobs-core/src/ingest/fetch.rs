@@ -208,7 +208,8 @@ async fn fetch_page(
             None => f.gate.acquire().await.map_err(db)?,
         };
         let sent_at_ms = now_ms();
-        let in_flight = f.gate.view().in_use;
+        let view = f.gate.view();
+        let (window, in_use) = (view.permits, view.in_use);
         *requests += 1;
         let answer = f.client.get_json(&cfg.records_path, query).await;
         match answer {
@@ -217,7 +218,8 @@ async fn fetch_page(
                 f.gate
                     .report(Feedback {
                         sent_at_ms,
-                        in_flight,
+                        window,
+                        in_use,
                         signal: Signal::Ok { latency_ms },
                     })
                     .await;
@@ -238,7 +240,8 @@ async fn fetch_page(
                 f.gate
                     .report(Feedback {
                         sent_at_ms,
-                        in_flight,
+                        window,
+                        in_use,
                         signal: Signal::Overloaded,
                     })
                     .await;
