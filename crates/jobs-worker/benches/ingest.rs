@@ -326,6 +326,18 @@ fn print_timeline(points: &[(Duration, u64, u64)], wall: Duration) {
     println!();
     println!("| from (s) | in flight at the source, mean | throttled |");
     println!("|---:|---:|---:|");
+    let first = |n: u64| {
+        points
+            .iter()
+            .find(|p| p.1 >= n)
+            .map_or("never".into(), |p| format!("{:.2} s", p.0.as_secs_f64()))
+    };
+    println!(
+        "| first request at the source / {} in flight | {} / {} |  |",
+        points.iter().map(|p| p.1).max().unwrap_or(0).min(12),
+        first(1),
+        first(points.iter().map(|p| p.1).max().unwrap_or(0).min(12))
+    );
     let mut throttled_before = 0;
     for w in 0..WINDOWS {
         let (from, to) = (width * w, width * (w + 1));
