@@ -9,7 +9,7 @@ use jobs_core::document::job_document;
 use jobs_core::envelope::TraceContext;
 use jobs_core::jobtype::ParamsError;
 use jobs_core::messages::JobMessage;
-use jobs_core::store::{CreateOutcome, Job, JobFilter, ListCursor, NewJob, StoreError};
+use jobs_core::store::{CreateOutcome, Job, JobFilter, JobStore, ListCursor, NewJob, StoreError};
 use jobs_core::{JobId, JobKind, JobStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -291,8 +291,27 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let job = tenant_job(&state, &tenant, &id).await?;
     let moved = match job.status {
-        // Nothing was planned yet: the job ends now.
-        JobStatus::Queued => state.store.transition(job.id, JobStatus::Cancelled).await?,
+        // Nothing was planned yet: the job ends now, and its finished event is written in
+        // the same transaction (through the outbox when there is one: a broker outage
+        // delays the event only).
+        JobStatus::Queued => {
+            let mut tx = state.store.pool().begin().await?;
+            let moved = JobStore::transition_in(&mut tx, job.id, JobStatus::Cancelled).await?;
+            if let Some(j) = &moved {
+                let event = JobMessage::Finished {
+                    job_id: j.id,
+                    status: j.status,
+                    trace: TraceContext::current(),
+                };
+                state
+                    .sender
+                    .send_in(&mut tx, &state.queues.events, &[event.to_message()])
+                    .await?;
+            }
+            tx.commit().await?;
+            state.sender.committed();
+            moved
+        }
         // Workers skip the items not yet started; the last completion ends the job.
         JobStatus::Planning | JobStatus::Running => {
             state
@@ -317,19 +336,5 @@ pub async fn cancel(
             .await?
             .ok_or(ApiError::NotFound)?,
     };
-    if job.status == JobStatus::Cancelled {
-        let event = JobMessage::Finished {
-            job_id: job.id,
-            status: job.status,
-            trace: TraceContext::current(),
-        };
-        // Through the outbox when there is one: a broker outage delays the event only.
-        let mut conn = state.store.pool().acquire().await?;
-        state
-            .sender
-            .send_in(&mut conn, &state.queues.events, &[event.to_message()])
-            .await?;
-        state.sender.committed();
-    }
     Ok((StatusCode::ACCEPTED, Json(doc(&state, &headers, &job))).into_response())
 }

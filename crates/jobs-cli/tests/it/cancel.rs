@@ -61,6 +61,23 @@ async fn a_queued_job_is_cancelled_at_once_and_finished_ones_refuse() {
         "{job}"
     );
     assert!(job["finished_at"].is_string());
+    // Its finished event was written with the status, once: cancelling again adds none.
+    let (status, _) = stack
+        .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let rt = stack.runtime();
+    let events = rt
+        .transport
+        .receive(&rt.queues.events, 10, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let finished: Vec<_> = events
+        .iter()
+        .map(|m| jobs_core::messages::JobMessage::decode(&m.body).unwrap())
+        .filter(|e| matches!(e, jobs_core::messages::JobMessage::Finished { job_id, .. } if job_id.to_string() == id))
+        .collect();
+    assert_eq!(finished.len(), 1, "{finished:?}");
     stack.stop().await;
 
     let stack = Stack::start(Parts::ALL, "").await;

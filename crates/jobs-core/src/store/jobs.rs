@@ -246,6 +246,16 @@ impl JobStore {
         transition_on(&mut conn, id, to, None, None).await
     }
 
+    /// [`JobStore::transition`] as part of the caller's transaction on `conn`, so that
+    /// what goes with the move (a message, an outbox row) commits with it or not at all.
+    pub async fn transition_in(
+        conn: &mut PgConnection,
+        id: JobId,
+        to: JobStatus,
+    ) -> Result<Option<Job>, StoreError> {
+        transition_on(conn, id, to, None, None).await
+    }
+
     /// `finalizing → succeeded`, recording the result document.
     pub async fn succeed(
         &self,
