@@ -200,6 +200,7 @@ async fn ingest(a: &Args) {
     let ctx = worker(&rt, Registry::with_builtins());
     let started = Instant::now();
     let id = start_job(&rt, JobKind::INGEST, json!({"ingest": spec}), plan).await;
+    let sent_after = started.elapsed();
     let run = tokio::spawn(jobs_worker::run_until_stopped(ctx, stop.clone()));
     // Permits and permits held, sampled every 20 ms while the job runs.
     let sampler = {
@@ -236,6 +237,10 @@ async fn ingest(a: &Args) {
     stop.cancel();
     run.await.unwrap();
     let samples = sampler.await.unwrap();
+    println!(
+        "| job created, {items} items planned and sent (as the API and enqueuer would) | {:.2} s |  |",
+        sent_after.as_secs_f64()
+    );
     print_timeline(&timeline.await.unwrap(), wall);
     let mean = |f: fn(&(u32, u32)) -> u32| {
         samples.iter().map(|s| f64::from(f(s))).sum::<f64>() / samples.len().max(1) as f64
