@@ -23,6 +23,8 @@ use crate::blob::{BlobError, BlobStore};
 use crate::id::TenantId;
 use crate::store::{JobStore, MarkOutcome, StoreError, Upload, UploadUse};
 
+/// Where uploads' files are (`uploads/{tenant}/{id}`).
+const UPLOADS_PREFIX: &str = "uploads/";
 /// Uploads marked per transaction of a sweep.
 const SWEEP_BATCH: u32 = 100;
 /// A deletion marked this long ago and still not finished was cut short (the API deletes
@@ -94,11 +96,14 @@ pub struct Swept {
     pub resumed: usize,
     /// Deletions whose blob could not be deleted this time (left marked, tried again).
     pub failed: usize,
+    /// Files under `uploads/` past retention that no row knows, deleted.
+    pub orphans: usize,
 }
 
 /// One pass at `now`: finishes deletions cut short, then — with a `retention` — deletes,
 /// batch after batch, the uploads recorded more than `retention` before `now` that no
-/// unfinished import reads and no schedule names. Safe to run in several enqueuers at once.
+/// unfinished import reads and no schedule names, and the files under `uploads/` older than
+/// that which no row knows. Safe to run in several enqueuers at once.
 pub async fn sweep(
     store: &JobStore,
     blobs: &BlobStore,
@@ -134,5 +139,53 @@ pub async fn sweep(
             break;
         }
     }
+    swept.orphans = remove_orphans(store, blobs, cutoff).await?;
     Ok(swept)
+}
+
+/// Deletes the files under `uploads/` last written before `cutoff` that no row knows: a
+/// direct upload never completed, or a file whose process stopped between writing it and
+/// recording it. Returns how many. A listing or deletion that fails is logged and left for
+/// the next sweep.
+///
+/// A direct upload completed, past retention, while the sweep runs could lose its file
+/// after its row was written; an import of it then fails saying the file is gone.
+async fn remove_orphans(
+    store: &JobStore,
+    blobs: &BlobStore,
+    cutoff: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let listed = match blobs.list_modified(UPLOADS_PREFIX).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing uploads failed; the next sweep tries again");
+            return Ok(0);
+        }
+    };
+    let old: Vec<(String, Uuid)> = listed
+        .into_iter()
+        .filter(|(_, modified)| *modified < cutoff)
+        .filter_map(|(path, _)| {
+            let id = path.rsplit('/').next()?.parse().ok()?;
+            Some((path, id))
+        })
+        .collect();
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = old.iter().map(|(_, id)| *id).collect();
+    let known = store.recorded_uploads(&ids).await?;
+    let mut removed = 0;
+    for (path, id) in old.iter().filter(|(_, id)| !known.contains(id)) {
+        match blobs.delete(path).await {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(upload_id = %id, %path, "unrecorded upload file deleted");
+            }
+            Err(e) => {
+                tracing::warn!(%path, error = %e, "deleting an unrecorded upload file failed")
+            }
+        }
+    }
+    Ok(removed)
 }

@@ -78,7 +78,8 @@ async fn the_sweep_deletes_expired_uploads_that_nothing_needs() {
         Swept {
             expired: 1,
             resumed: 0,
-            failed: 0
+            failed: 0,
+            orphans: 0,
         }
     );
     assert!(!blob_exists(&stack, &free).await);
@@ -247,5 +248,55 @@ async fn an_import_planned_after_its_upload_began_to_be_deleted_fails_without_re
         doc["error"].as_str().unwrap().contains("was deleted"),
         "{doc}"
     );
+    stack.stop().await;
+}
+
+/// Makes the upload `id`'s file look written `days` ago (local files).
+fn backdate_file(stack: &Stack, id: &str, days: u64) {
+    let path = stack
+        .blob_root
+        .join(jobs_core::import::upload_path(&dev(), id.parse().unwrap()));
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    let when = std::time::SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+    file.set_modified(when).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_deletes_old_files_that_no_upload_records() {
+    let stack = api_only("").await;
+    let blobs = &stack.runtime().blobs;
+    // Files with no row, as a direct upload never completed leaves: one old, one new.
+    let (old, new) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+    for id in [&old, &new] {
+        let path = jobs_core::import::upload_path(&dev(), id.parse().unwrap());
+        jobs_core::ingest::put_object(blobs, &path, FILE.to_vec())
+            .await
+            .unwrap();
+    }
+    backdate_file(&stack, &old, 8);
+    // A recorded upload whose file is as old: its row keeps it.
+    let recorded = upload(&stack, FILE.to_vec()).await;
+    backdate_file(&stack, &recorded, 8);
+
+    let swept = sweep_now(&stack).await;
+    assert_eq!(
+        swept,
+        Swept {
+            expired: 0,
+            resumed: 0,
+            failed: 0,
+            orphans: 1,
+        }
+    );
+    assert!(!blob_exists(&stack, &old).await);
+    assert!(blob_exists(&stack, &new).await);
+    assert!(blob_exists(&stack, &recorded).await);
+    assert_eq!(stack.get(&format!("/v1/uploads/{recorded}")).await.0, 200);
+    // Retention off: nothing of the kind is deleted.
+    backdate_file(&stack, &new, 30);
+    let rt = stack.runtime();
+    let off = sweep(&rt.store, &rt.blobs, Utc::now(), None).await.unwrap();
+    assert_eq!(off.orphans, 0);
+    assert!(blob_exists(&stack, &new).await);
     stack.stop().await;
 }

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::ObjectStore;
@@ -250,17 +251,30 @@ impl BlobStore {
 
     /// The paths of the objects under `prefix` (a folder, ending in `/`), in no order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+        Ok(self
+            .list_modified(prefix)
+            .await?
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect())
+    }
+
+    /// The objects under `prefix` with when each was last written, in no order.
+    pub async fn list_modified(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, BlobError> {
         let location = Path::from(prefix);
         let mut listing = self.store.list(Some(&location));
-        let mut paths = Vec::new();
+        let mut objects = Vec::new();
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(|source| BlobError::Io {
                 path: prefix.to_owned(),
                 source,
             })?;
-            paths.push(meta.location.to_string());
+            objects.push((meta.location.to_string(), meta.last_modified));
         }
-        Ok(paths)
+        Ok(objects)
     }
 
     /// Deletes an object; a missing object is not an error.

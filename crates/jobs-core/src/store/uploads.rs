@@ -351,6 +351,19 @@ impl JobStore {
         rows.into_iter().map(UploadRow::parse).collect()
     }
 
+    /// Which of `ids` have a row, live or marked deleted.
+    pub async fn recorded_uploads(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let known: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM offload.uploads WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(known.into_iter().collect())
+    }
+
     /// Forgets an upload marked deleted, once its blob is gone (the last step). Forgetting
     /// one already forgotten does nothing; a live upload is never forgotten.
     pub async fn forget_upload(&self, id: Uuid) -> Result<(), StoreError> {
