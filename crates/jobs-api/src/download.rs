@@ -25,6 +25,7 @@ use sha2::Sha256;
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::ApiError;
+use crate::jobs::tenant_job;
 
 /// The file of a job's result: any kind's result with a `path` (an export's names its
 /// format too; others are typed by the path's extension).
@@ -113,12 +114,7 @@ pub async fn result(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job_id = id.parse().map_err(|_| ApiError::NotFound)?;
-    let job = state
-        .store
-        .get(&tenant.0, job_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let job = tenant_job(&state, &tenant, &id).await?;
     if job.status != JobStatus::Succeeded {
         return Err(ApiError::Conflict {
             code: "not_ready",
@@ -151,12 +147,7 @@ pub async fn rejects(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job_id = id.parse().map_err(|_| ApiError::NotFound)?;
-    let job = state
-        .store
-        .get(&tenant.0, job_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let job = tenant_job(&state, &tenant, &id).await?;
     let path = job
         .result
         .as_ref()

@@ -26,7 +26,12 @@ fn parse_id(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound)
 }
 
-async fn tenant_job(state: &AppState, tenant: &Tenant, id: &str) -> Result<Job, ApiError> {
+/// The caller's job `id`; another tenant's, or a malformed id, is unknown (404).
+pub(crate) async fn tenant_job(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<Job, ApiError> {
     state
         .store
         .get(&tenant.0, parse_id(id)?)

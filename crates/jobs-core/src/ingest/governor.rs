@@ -402,16 +402,7 @@ impl Gate {
         }
     }
 
-    /// Applies the pending outcomes to the stored controller. If another task of this
-    /// process is flushing, leaves them for the next flush.
-    pub async fn flush(&self) -> Result<(), sqlx::Error> {
-        let Ok(_one_at_a_time) = self.flushing.try_lock() else {
-            return Ok(());
-        };
-        self.flush_pending().await
-    }
-
-    /// [`Gate::flush`], with `flushing` held by the caller.
+    /// Applies the pending outcomes to the stored controller; the caller holds `flushing`.
     ///
     /// Read, compute, then compare-and-set on the row's `version`: the row is locked only
     /// for the one `UPDATE` statement, so permits are taken and given back meanwhile
