@@ -196,12 +196,20 @@ async fn ingest(a: &Args) {
         .unwrap();
     let items = plan.len();
 
+    // The worker runs before the job comes, as in a deployment: warmed by a no-op job
+    // (its consumer loops polling, its connections open), not by this source.
     let stop = CancellationToken::new();
-    let ctx = worker(&rt, Registry::with_builtins());
+    let mut registry = Registry::with_builtins();
+    registry.register(Arc::new(Noop));
+    registry.register_finalizer(Arc::new(Noop));
+    let ctx = worker(&rt, registry);
+    let run = tokio::spawn(jobs_worker::run_until_stopped(ctx, stop.clone()));
+    let warm_up = start_job(&rt, NOOP_JOB, json!({}), noop_plan(64)).await;
+    wait_finished(&rt, warm_up).await;
+
     let started = Instant::now();
     let id = start_job(&rt, JobKind::INGEST, json!({"ingest": spec}), plan).await;
     let sent_after = started.elapsed();
-    let run = tokio::spawn(jobs_worker::run_until_stopped(ctx, stop.clone()));
     // Permits and permits held, sampled every 20 ms while the job runs.
     let sampler = {
         let (pool, stop) = (db.pool.clone(), stop.clone());
@@ -211,7 +219,7 @@ async fn ingest(a: &Args) {
                 if let Ok(Some((permits, in_use, _))) =
                     jobs_core::ingest::governor::snapshot(&pool, "bench").await
                 {
-                    samples.push((permits, in_use));
+                    samples.push((started.elapsed(), permits, in_use));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -238,10 +246,29 @@ async fn ingest(a: &Args) {
     run.await.unwrap();
     let samples = sampler.await.unwrap();
     println!(
-        "| job created, {items} items planned and sent (as the API and enqueuer would) | {:.2} s |  |",
+        "| job created, {items} items planned and sent (as the API and enqueuer would) to a running worker | {:.2} s |  |",
         sent_after.as_secs_f64()
     );
     print_timeline(&timeline.await.unwrap(), wall);
+    let start: Vec<String> = (0..20u32)
+        .map(|i| {
+            let (from, to) = (
+                Duration::from_millis(50) * i,
+                Duration::from_millis(50) * (i + 1),
+            );
+            samples
+                .iter()
+                .filter(|s| s.0 >= from && s.0 < to)
+                .map(|s| s.1.to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    println!(
+        "| first second, permits per 50 ms | {} |  |",
+        start.join(", ")
+    );
+    let samples: Vec<(u32, u32)> = samples.iter().map(|s| (s.1, s.2)).collect();
     let mean = |f: fn(&(u32, u32)) -> u32| {
         samples.iter().map(|s| f64::from(f(s))).sum::<f64>() / samples.len().max(1) as f64
     };
@@ -308,9 +335,22 @@ async fn ingest(a: &Args) {
         limit.2.ceiling.map_or("none".into(), |c| format!("{c:.2}")),
         limit.2.failed_probes
     );
+    let answered = stats.ok + stats.throttled + stats.errors + stats.rejected;
+    let penalty_ms = MockSourceOptions::default().overload_penalty.as_secs_f64() * 1000.0;
     println!(
-        "| requests in flight, mean (request time / wall time) | {:.1} |",
-        (a.pages * a.latency_ms) as f64 / 1000.0 / wall.as_secs_f64()
+        "| time a request spent at the source, mean: all / without the {penalty_ms} ms overload penalties (the mock's {} ms, as served) | {:.2} / {:.2} ms |",
+        a.latency_ms,
+        stats.busy_micros as f64 / 1000.0 / answered.max(1) as f64,
+        (stats.busy_micros as f64 / 1000.0 - stats.penalized as f64 * penalty_ms)
+            / answered.max(1) as f64
+    );
+    println!(
+        "| requests that paid the overload penalty (throttled, or served during an overload) | {} |",
+        stats.penalized
+    );
+    println!(
+        "| requests in flight at the source, mean (time at the source / wall time) | {:.2} |",
+        stats.busy_micros as f64 / 1e6 / wall.as_secs_f64()
     );
     println!(
         "| records written / distinct / expected | {written} / {} / {records} |",
@@ -342,6 +382,33 @@ fn print_timeline(points: &[(Duration, u64, u64)], wall: Duration) {
         points.iter().map(|p| p.1).max().unwrap_or(0).min(12),
         first(1),
         first(points.iter().map(|p| p.1).max().unwrap_or(0).min(12))
+    );
+    // The start, finer: requests in flight (mean) and throttled, per 50 ms of the first
+    // second.
+    let start: Vec<String> = (0..20u32)
+        .map(|i| {
+            let (from, to) = (
+                Duration::from_millis(50) * i,
+                Duration::from_millis(50) * (i + 1),
+            );
+            let inside: Vec<_> = points
+                .iter()
+                .filter(|(t, _, _)| *t >= from && *t < to)
+                .collect();
+            // (+ 0.0: an empty sum is -0.0.)
+            let mean =
+                inside.iter().map(|p| p.1 as f64).sum::<f64>() / inside.len().max(1) as f64 + 0.0;
+            let throttled = inside.last().map_or(0, |p| p.2) - inside.first().map_or(0, |p| p.2);
+            if throttled > 0 {
+                format!("{mean:.1} ({throttled}×429)")
+            } else {
+                format!("{mean:.1}")
+            }
+        })
+        .collect();
+    println!(
+        "| first second, in flight per 50 ms | {} |  |",
+        start.join(", ")
     );
     let mut throttled_before = 0;
     for w in 0..WINDOWS {
@@ -403,6 +470,16 @@ impl Finalizer for Noop {
     }
 }
 
+fn noop_plan(items: u32) -> Vec<PlannedItem> {
+    (0..items)
+        .map(|seq| PlannedItem {
+            seq,
+            kind: NOOP,
+            payload: json!({}),
+        })
+        .collect()
+}
+
 /// Per work item: receive, job and item status reads, the item's completion with the
 /// counter update, the message's completion — the queue's cost, with nothing processed.
 async fn overhead(a: &Args) {
@@ -413,14 +490,7 @@ async fn overhead(a: &Args) {
     registry.register(Arc::new(Noop));
     registry.register_finalizer(Arc::new(Noop));
     let ctx = worker(&rt, registry);
-    let plan = (0..a.noop_items)
-        .map(|seq| PlannedItem {
-            seq,
-            kind: NOOP,
-            payload: json!({}),
-        })
-        .collect();
-    start_job(&rt, NOOP_JOB, json!({}), plan).await;
+    start_job(&rt, NOOP_JOB, json!({}), noop_plan(a.noop_items)).await;
     let mut took = Vec::with_capacity(a.noop_items as usize);
     for _ in 0..a.noop_items {
         let t = Instant::now();

@@ -2,7 +2,7 @@
 //! partitions' outputs → a manifest, the job's result file).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use jobs_core::envelope::WorkItem;
@@ -23,20 +23,31 @@ use crate::registry::{Finalizer, Processor, item_outputs};
 /// connection pool) and this process's side of the sources' concurrency limits.
 #[derive(Debug, Default)]
 pub(crate) struct IngestPartition {
-    clients: Mutex<HashMap<String, Arc<SourceClient>>>,
+    /// An async lock: the first item of a source builds its client (tens of milliseconds:
+    /// the TLS roots are loaded) while the others wait without holding a runtime thread.
+    clients: tokio::sync::Mutex<HashMap<String, Arc<SourceClient>>>,
     governor: OnceLock<Governor>,
 }
 
 impl IngestPartition {
-    fn client(&self, ctx: &WorkerContext, name: &str) -> Result<Arc<SourceClient>, ProcessError> {
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+    async fn client(
+        &self,
+        ctx: &WorkerContext,
+        name: &str,
+    ) -> Result<Arc<SourceClient>, ProcessError> {
+        let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(name) {
             return Ok(c.clone());
         }
-        let cfg = ctx.cfg.sources.get(name).ok_or_else(|| {
+        let cfg = ctx.cfg.sources.get(name).cloned().ok_or_else(|| {
             ProcessError::fatal(format!("source `{name}` is no longer configured"))
         })?;
-        let client = Arc::new(SourceClient::new(name, cfg).map_err(ProcessError::retryable)?);
+        let owned = name.to_owned();
+        let client = tokio::task::spawn_blocking(move || SourceClient::new(&owned, &cfg))
+            .await
+            .map_err(|e| ProcessError::retryable(format!("building the HTTP client: {e}")))?
+            .map_err(ProcessError::retryable)?;
+        let client = Arc::new(client);
         clients.insert(name.to_owned(), client.clone());
         Ok(client)
     }
@@ -57,7 +68,7 @@ impl Processor for IngestPartition {
         let spec = spec_of(job).map_err(ProcessError::fatal)?;
         let bounds: Bounds = serde_json::from_value(item.payload.clone())
             .map_err(|e| ProcessError::fatal(format!("the item's partition is invalid: {e}")))?;
-        let client = self.client(ctx, &spec.source)?;
+        let client = self.client(ctx, &spec.source).await?;
         let governor = self
             .governor
             .get_or_init(|| Governor::new(ctx.store.pool().clone()));

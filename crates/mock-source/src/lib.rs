@@ -32,6 +32,7 @@
 //! | ... with no pagination parameter (or only `limit`) | the first page, with all of the above |
 //! | `GET /stats`, `POST /stats/reset` | [`Stats`]; `204` |
 
+mod clock;
 mod cursor;
 mod dataset;
 mod error;

@@ -25,6 +25,7 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::clock::Clock;
 use crate::cursor::Cursor;
 use crate::dataset::Record;
 use crate::error::ApiError;
@@ -48,17 +49,20 @@ pub(crate) struct AppState {
     pub overloads: AtomicU64,
     /// Draws the injected failures; seeded from the options so runs are reproducible.
     pub rng: Mutex<StdRng>,
+    /// Times the latency and the overload penalty.
+    pub clock: Clock,
 }
 
 impl AppState {
-    pub(crate) fn new(opts: MockSourceOptions, base_url: String) -> Self {
-        Self {
+    pub(crate) fn new(opts: MockSourceOptions, base_url: String) -> std::io::Result<Self> {
+        Ok(Self {
             rng: Mutex::new(StdRng::seed_from_u64(opts.seed)),
             opts,
             base_url,
             counters: Counters::default(),
             overloads: AtomicU64::new(0),
-        }
+            clock: Clock::start()?,
+        })
     }
 }
 

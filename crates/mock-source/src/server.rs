@@ -46,7 +46,7 @@ impl MockSource {
         }
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(AppState::new(opts, format!("http://{addr}")));
+        let state = Arc::new(AppState::new(opts, format!("http://{addr}"))?);
         let stop = CancellationToken::new();
         let serve = axum::serve(listener, router(state.clone()))
             .with_graceful_shutdown(stop.clone().cancelled_owned())

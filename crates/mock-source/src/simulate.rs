@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -19,7 +20,8 @@ use crate::stats::{Counters, Outcome};
 
 /// Axum middleware applying the options' misbehaviour to one data request.
 ///
-/// Every request passes `latency` before it is answered, throttled or not. A request that
+/// Every request passes `latency` (from its arrival, on the source's precise
+/// [`Clock`](crate::clock::Clock)) before it is answered, throttled or not. A request that
 /// arrives over the concurrency limit is answered `429` after `latency + overload_penalty`;
 /// an admitted request also pays the penalty when the source went over the limit while it
 /// was being served. Injected failures are drawn only for admitted requests.
@@ -44,11 +46,19 @@ pub(crate) async fn misbehave(
         state.overloads.load(Ordering::Relaxed)
     };
 
-    tokio::time::sleep(state.opts.latency).await;
+    // From the request's arrival, on the precise clock.
+    state
+        .clock
+        .sleep_until(in_flight.arrived + state.opts.latency)
+        .await;
     let overloaded_meanwhile = state.overloads.load(Ordering::Relaxed) != overloads_seen
         || state.over_limit(counters.in_flight());
     if excess || overloaded_meanwhile {
-        tokio::time::sleep(state.opts.overload_penalty).await;
+        counters.penalized();
+        state
+            .clock
+            .sleep_until(Instant::now() + state.opts.overload_penalty)
+            .await;
     }
 
     if excess {
@@ -112,17 +122,22 @@ struct InFlight<'a> {
     counters: &'a Counters,
     /// Requests in flight when this one arrived, itself included.
     count: u64,
+    arrived: Instant,
 }
 
 impl<'a> InFlight<'a> {
     fn enter(counters: &'a Counters) -> Self {
         let count = counters.enter();
-        Self { counters, count }
+        Self {
+            counters,
+            count,
+            arrived: Instant::now(),
+        }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.counters.leave();
+        self.counters.leave(self.arrived.elapsed());
     }
 }

@@ -5,6 +5,7 @@
 //! request has been answered, `requests == ok + throttled + errors + rejected`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,15 @@ pub struct Stats {
     pub max_in_flight: u64,
     /// Records sent in `2xx` pages.
     pub records_served: u64,
+    /// Microseconds data requests spent at the source, summed over the requests answered
+    /// (from arrival to the answer): the source's real latency, and with the wall time the
+    /// mean number of requests it served at once.
+    #[serde(default)]
+    pub busy_micros: u64,
+    /// Requests that paid the overload penalty: the throttled ones, and admitted ones the
+    /// source was overloaded while serving.
+    #[serde(default)]
+    pub penalized: u64,
 }
 
 /// The live counters behind [`Stats`], shared by every request.
@@ -45,6 +55,8 @@ pub(crate) struct Counters {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     records_served: AtomicU64,
+    busy_micros: AtomicU64,
+    penalized: AtomicU64,
 }
 
 /// How a data request was answered, for counting.
@@ -66,9 +78,12 @@ impl Counters {
         in_flight
     }
 
-    /// The request counted by [`Counters::enter`] is no longer in flight.
-    pub(crate) fn leave(&self) {
+    /// The request counted by [`Counters::enter`] is no longer in flight, after `busy`
+    /// at the source.
+    pub(crate) fn leave(&self, busy: Duration) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let micros = u64::try_from(busy.as_micros()).unwrap_or(u64::MAX);
+        self.busy_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     pub(crate) fn in_flight(&self) -> u64 {
@@ -83,6 +98,10 @@ impl Counters {
             Outcome::Rejected => &self.rejected,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn penalized(&self) {
+        self.penalized.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn served(&self, records: u64) {
@@ -100,6 +119,8 @@ impl Counters {
             in_flight: load(&self.in_flight),
             max_in_flight: load(&self.max_in_flight),
             records_served: load(&self.records_served),
+            busy_micros: load(&self.busy_micros),
+            penalized: load(&self.penalized),
         }
     }
 
@@ -112,6 +133,8 @@ impl Counters {
             &self.errors,
             &self.rejected,
             &self.records_served,
+            &self.busy_micros,
+            &self.penalized,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
@@ -129,14 +152,16 @@ mod tests {
         let counters = Counters::default();
         assert_eq!(counters.enter(), 1);
         assert_eq!(counters.enter(), 2);
-        counters.leave();
+        counters.leave(Duration::from_micros(20_300));
         assert_eq!(counters.enter(), 2);
         counters.answered(Outcome::Ok);
         counters.answered(Outcome::Throttled);
+        counters.penalized();
         counters.served(7);
         let stats = counters.snapshot();
         assert_eq!((stats.requests, stats.max_in_flight), (3, 2));
         assert_eq!((stats.ok, stats.throttled, stats.records_served), (1, 1, 7));
+        assert_eq!((stats.busy_micros, stats.penalized), (20_300, 1));
     }
 
     #[test]
@@ -144,7 +169,8 @@ mod tests {
         let counters = Counters::default();
         counters.enter();
         counters.enter();
-        counters.leave();
+        counters.leave(Duration::from_millis(20));
+        counters.penalized();
         counters.answered(Outcome::Error);
         counters.reset();
         let stats = counters.snapshot();

@@ -31,7 +31,12 @@
 //!   last decrease, or within one round trip after it (the round trip as it was then,
 //!   overload included), is ignored: the first was sent under the old limit, which has
 //!   already been cut for it (TCP's rule for one loss window), and the second met a source
-//!   still busy with the old limit's requests.
+//!   still busy with the old limit's requests. One exception: an overload answered by a
+//!   cut for slowness, with no overload level marked yet. At a source that slows every
+//!   request while it is overloaded, the slowed answers arrive before the 429 does, so
+//!   the cut that answers them cannot mark the level. The 429 marks it then, and puts the
+//!   limit where its own cut would have, so the limit does not climb straight back into
+//!   the overload.
 //!
 //! The limit starts at 1 and stays within `1..=max`.
 
@@ -219,15 +224,26 @@ impl Aimd {
     /// Cuts the limit for trouble met by a request sent at `sent_at_ms`; `rtt_ms` is the
     /// round trip as it is now (the troubled request's, or the smoothed latency).
     fn decrease(&mut self, p: &AimdParams, now_ms: i64, fb: Feedback, rtt_ms: f64) -> Change {
-        let quiet_until = self.quiet_until_ms.or(self.last_decrease_ms);
-        if quiet_until.is_some_and(|t| fb.sent_at_ms < t) {
-            return Change::Unchanged;
-        }
         // The level that met trouble is the one the request was sent at: the limit has
         // grown since, by up to a permit per round trip of the answer's delay. (A level
         // under half the limit is taken for a stale view, not for the level.)
         let sent_at_level = f64::from(fb.window);
-        if sent_at_level >= self.limit / 2.0 {
+        let level_known = fb.window > 0 && sent_at_level >= self.limit / 2.0;
+        let quiet_until = self.quiet_until_ms.or(self.last_decrease_ms);
+        if quiet_until.is_some_and(|t| fb.sent_at_ms < t) {
+            // Answered by the last decrease. But if no overload level is marked, that
+            // decrease was for slowness — at a source that slows everyone down when
+            // overloaded, the answers served meanwhile come back before the 429 does — and
+            // this overload is the mark it could not set: without it the limit would
+            // climb straight back into the same overload.
+            if fb.signal == Signal::Overloaded && level_known && self.ceiling.is_none() {
+                self.ceiling = Some(sent_at_level);
+                self.limit = self.limit.min((sent_at_level * p.decrease).max(1.0));
+                return Change::Decreased;
+            }
+            return Change::Unchanged;
+        }
+        if level_known {
             self.limit = self.limit.min(sent_at_level);
         }
         let rtt = rtt_ms.max(self.baseline_ms.unwrap_or(0.0)).ceil() as i64;
@@ -492,6 +508,40 @@ mod tests {
             round_trip(&mut a, &p, now);
         }
         assert_eq!(a.permits(), 12, "{a:?}");
+    }
+
+    #[test]
+    fn an_overload_behind_a_slowness_cut_still_marks_its_level() {
+        // The source went over its limit at a window of 13; the answers it served
+        // meanwhile come back slow before the 429 does, and cut the limit for slowness.
+        let p = AimdParams::new(100);
+        let mut a = Aimd {
+            limit: 14.0,
+            baseline_ms: Some(20.0),
+            smoothed_ms: Some(20.0),
+            ..Aimd::new()
+        };
+        let slow = (0..20).find(|i| a.observe(&p, 1000 + i, ok(930, 70.0)) == Change::Decreased);
+        assert!(slow.is_some() && a.ceiling.is_none(), "{a:?}");
+        assert!(a.limit > 11.5, "{a:?}");
+        // The 429, sent before that cut: no second cut from the same round trip, but the
+        // level is marked and the limit put where that overload alone would have.
+        let throttled = Feedback {
+            window: 13,
+            ..overloaded(950)
+        };
+        assert_eq!(a.observe(&p, 1025, throttled), Change::Decreased);
+        assert_eq!(a.ceiling, Some(13.0));
+        assert!((a.limit - 11.05).abs() < 1e-9, "{a:?}");
+        // Further 429s of that round trip change nothing, even from lower windows.
+        for window in [13, 12] {
+            let fb = Feedback {
+                window,
+                ..overloaded(960)
+            };
+            assert_eq!(a.observe(&p, 1030, fb), Change::Unchanged);
+        }
+        assert_eq!(a.ceiling, Some(13.0));
     }
 
     #[test]
