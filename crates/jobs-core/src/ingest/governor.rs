@@ -9,7 +9,8 @@
 //!   reclaimed by whoever is waiting, so its permits come back.
 //! - **Feedback** (each request's outcome) is collected per process and applied to the
 //!   controller (compare-and-set on the row's version) at least every [`FLUSH_EVERY`],
-//!   and at once on trouble, so a decrease is never late by more than one flush.
+//!   as soon as a window's worth (a round trip's) is pending, and at once on trouble, so
+//!   a decrease is never late by more than one flush.
 //! - **Waiting** does not spin: a waiter sleeps until a permit is given back in this
 //!   process (a `Notify`: the common case, handed over at once) or until a short, jittered,
 //!   growing poll interval ([`POLL_MIN`] to [`POLL_MAX`]) passes, which is how permits
@@ -381,7 +382,12 @@ impl Gate {
         let due = {
             let mut pending = lock(&self.pending);
             pending.push(feedback);
-            pending.len() >= FLUSH_BATCH || lock(&self.last_flush).elapsed() >= FLUSH_EVERY
+            // A window's worth of answers is a round trip's: the limit grows by about one
+            // permit per round trip, so applying them at once, not at the next tick,
+            // keeps that permit from waiting for the tick.
+            let window = usize::try_from(self.view().permits).unwrap_or(usize::MAX);
+            pending.len() >= FLUSH_BATCH.min(window.max(1))
+                || lock(&self.last_flush).elapsed() >= FLUSH_EVERY
         };
         if trouble {
             let _one_at_a_time = self.flushing.lock().await;
