@@ -23,7 +23,8 @@
 //!   level as the last trouble level (probed slowly, below); slowness only cuts the limit
 //!   (a busy machine slows answers too), so the limit climbs straight back.
 //! - **Probing backs off where it keeps failing**: each cut while probing (within a
-//!   permit of the last trouble level, or above it) halves the probe rate again, down to
+//!   permit of the last trouble level, or above it, or the overload that first marks a
+//!   level: the ramp's overshoot is a probe too) halves the probe rate again, down to
 //!   1/[`MAX_PROBE_BACKOFF`] of it, so a source with a fixed limit is probed past it every
 //!   few seconds at first and then rarely — each probe costs an overload. Growing past the
 //!   last trouble level by more than a permit (the source took more) resets it.
@@ -238,6 +239,7 @@ impl Aimd {
             // climb straight back into the same overload.
             if fb.signal == Signal::Overloaded && level_known && self.ceiling.is_none() {
                 self.ceiling = Some(sent_at_level);
+                self.failed_probes = (self.failed_probes + 1).min(MAX_PROBE_BACKOFF.ilog2());
                 self.limit = self.limit.min((sent_at_level * p.decrease).max(1.0));
                 return Change::Decreased;
             }
@@ -247,7 +249,9 @@ impl Aimd {
             self.limit = self.limit.min(sent_at_level);
         }
         let rtt = rtt_ms.max(self.baseline_ms.unwrap_or(0.0)).ceil() as i64;
-        if self.ceiling.is_some_and(|c| self.limit + 1.0 > c) {
+        // The overload that first marks a level is the ramp's overshoot: a probe too.
+        let first_mark = fb.signal == Signal::Overloaded && self.ceiling.is_none();
+        if first_mark || self.ceiling.is_some_and(|c| self.limit + 1.0 > c) {
             // Trouble while probing near (or past) the last overload: a failed probe. (At
             // sources that slow everyone down when overloaded, the slowness of the requests
             // already in flight often tells of it before the 429 does.)
@@ -566,12 +570,15 @@ mod tests {
             now += 20;
             assert_eq!(a.observe(&p, now, overloaded(now - 20)), Change::Decreased);
         }
+        // The first overload marked the level and counts as a failed probe: the first
+        // gap is already twice the probe pace (about 100 round trips per permit).
+        assert!((180..=240).contains(&gaps[0]), "{gaps:?}");
         assert!(
-            gaps.windows(2).take(4).all(|w| w[1] > w[0] * 3 / 2),
+            gaps.windows(2).take(3).all(|w| w[1] > w[0] * 3 / 2),
             "{gaps:?}"
         );
         assert_eq!(a.probe_backoff(), MAX_PROBE_BACKOFF);
-        assert!(gaps[5] <= gaps[4] * 11 / 10, "capped: {gaps:?}");
+        assert!(gaps[5] <= gaps[3] * 11 / 10, "capped: {gaps:?}");
         // A source that takes more again: once past the old level, growth is quick.
         while a.limit <= 14.5 {
             now += 20;
