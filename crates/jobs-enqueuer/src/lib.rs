@@ -18,6 +18,7 @@ use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::jobtype::{JobTypes, KindEnv, PlanError};
 use jobs_core::messages::{JobMessage, Queues};
 use jobs_core::process::backoff;
+use jobs_core::queue::consume::Consumer;
 use jobs_core::queue::outbox::TxSender;
 use jobs_core::queue::{DeadLetter, OutgoingMessage, QueueError, ReceivedMessage, Transport};
 use jobs_core::schedule::ScheduleError;
@@ -41,6 +42,16 @@ pub struct EnqueuerContext {
     pub max_delivery_count: u32,
     /// Writes a fired schedule's job message in the transaction that creates the job.
     pub tx_sender: TxSender,
+}
+
+impl Consumer for EnqueuerContext {
+    fn transport(&self) -> &dyn Transport {
+        self.transport.as_ref()
+    }
+
+    fn db(&self) -> &jobs_core::sqlx::PgPool {
+        self.store.pool()
+    }
 }
 
 impl EnqueuerContext {
@@ -100,29 +111,12 @@ pub async fn handle_message(
         }) => (job_id, correlation_id, trace),
         Ok(other) => {
             let why = format!("the jobs queue does not take {}", other.message_id());
-            return settle(
-                jobs_core::queue::consume::reject(
-                    ctx.transport.as_ref(),
-                    ctx.store.pool(),
-                    q,
-                    &msg,
-                    "UnexpectedMessage",
-                    &why,
-                )
-                .await,
-            );
+            return settle(ctx.reject(q, &msg, "UnexpectedMessage", &why).await);
         }
         Err(e) => {
             return settle(
-                jobs_core::queue::consume::reject(
-                    ctx.transport.as_ref(),
-                    ctx.store.pool(),
-                    q,
-                    &msg,
-                    "MalformedMessage",
-                    &e.to_string(),
-                )
-                .await,
+                ctx.reject(q, &msg, "MalformedMessage", &e.to_string())
+                    .await,
             );
         }
     };
@@ -133,17 +127,7 @@ pub async fn handle_message(
             Ok(job) => job,
             Err(StoreError::UnknownJob(id)) => {
                 let why = format!("job {id} does not exist");
-                return settle(
-                    jobs_core::queue::consume::reject(
-                        ctx.transport.as_ref(),
-                        ctx.store.pool(),
-                        q,
-                        &msg,
-                        "UnknownJob",
-                        &why,
-                    )
-                    .await,
-                );
+                return settle(ctx.reject(q, &msg, "UnknownJob", &why).await);
             }
             Err(e) => return Err(e.into()),
         };

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use jobs_core::document::job_document;
 use jobs_core::messages::{JobMessage, Queues};
+use jobs_core::queue::consume::Consumer;
 use jobs_core::queue::{QueueError, ReceivedMessage, Transport};
 use jobs_core::store::{JobStore, StoreError, WebhookAttempt};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,16 @@ pub struct NotifierContext {
     pub allow_private_networks: bool,
     /// Per-attempt timeout (a client pinned to the checked address is built per delivery).
     pub timeout: Duration,
+}
+
+impl Consumer for NotifierContext {
+    fn transport(&self) -> &dyn Transport {
+        self.transport.as_ref()
+    }
+
+    fn db(&self) -> &jobs_core::sqlx::PgPool {
+        self.store.pool()
+    }
 }
 
 impl NotifierContext {
@@ -83,29 +94,12 @@ pub async fn handle_message(
         Ok(e @ JobMessage::Finished { .. }) => e,
         Ok(other) => {
             let why = format!("the events queue does not take {}", other.message_id());
-            return settle(
-                jobs_core::queue::consume::reject(
-                    ctx.transport.as_ref(),
-                    ctx.store.pool(),
-                    q,
-                    &msg,
-                    "UnexpectedMessage",
-                    &why,
-                )
-                .await,
-            );
+            return settle(ctx.reject(q, &msg, "UnexpectedMessage", &why).await);
         }
         Err(e) => {
             return settle(
-                jobs_core::queue::consume::reject(
-                    ctx.transport.as_ref(),
-                    ctx.store.pool(),
-                    q,
-                    &msg,
-                    "MalformedMessage",
-                    &e.to_string(),
-                )
-                .await,
+                ctx.reject(q, &msg, "MalformedMessage", &e.to_string())
+                    .await,
             );
         }
     };
@@ -117,17 +111,7 @@ pub async fn handle_message(
             Ok(job) => job,
             Err(StoreError::UnknownJob(id)) => {
                 let why = format!("job {id} does not exist");
-                return settle(
-                    jobs_core::queue::consume::reject(
-                        ctx.transport.as_ref(),
-                        ctx.store.pool(),
-                        q,
-                        &msg,
-                        "UnknownJob",
-                        &why,
-                    )
-                    .await,
-                );
+                return settle(ctx.reject(q, &msg, "UnknownJob", &why).await);
             }
             Err(e) => return Err(e.into()),
         };
@@ -183,17 +167,7 @@ pub async fn handle_message(
                     None => {
                         tracing::warn!(%error, "webhook delivery failed for the last time");
                         let why = format!("{} attempts failed; last: {error}", msg.delivery_count);
-                        settle(
-                            jobs_core::queue::consume::reject(
-                                ctx.transport.as_ref(),
-                                ctx.store.pool(),
-                                q,
-                                &msg,
-                                "WebhookFailed",
-                                &why,
-                            )
-                            .await,
-                        )
+                        settle(ctx.reject(q, &msg, "WebhookFailed", &why).await)
                     }
                 }
             }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::messages::JobMessage;
 use jobs_core::process::{ProcessError, backoff};
+use jobs_core::queue::consume::Consumer as _;
 use jobs_core::queue::{DeadLetter, MAX_DELIVERY_REASON, QueueError, ReceivedMessage};
 use jobs_core::store::{Completion, ItemOutcome, Job};
 use jobs_core::{JobId, JobStatus};
@@ -20,15 +21,8 @@ pub async fn process_message(ctx: &WorkerContext, msg: ReceivedMessage) -> Resul
             tracing::warn!(message_id = %msg.message_id, error = %e, "dead-lettering a malformed work message");
             return settle(
                 ctx,
-                jobs_core::queue::consume::reject(
-                    ctx.transport.as_ref(),
-                    ctx.store.pool(),
-                    &ctx.queues.work,
-                    &msg,
-                    "MalformedEnvelope",
-                    &e.to_string(),
-                )
-                .await,
+                ctx.reject(&ctx.queues.work, &msg, "MalformedEnvelope", &e.to_string())
+                    .await,
             );
         }
     };
@@ -70,18 +64,7 @@ async fn handle(
         Ok(job) => job,
         Err(jobs_core::store::StoreError::UnknownJob(id)) => {
             let why = format!("job {id} does not exist");
-            return settle(
-                ctx,
-                jobs_core::queue::consume::reject(
-                    ctx.transport.as_ref(),
-                    ctx.store.pool(),
-                    queue,
-                    msg,
-                    "UnknownJob",
-                    &why,
-                )
-                .await,
-            );
+            return settle(ctx, ctx.reject(queue, msg, "UnknownJob", &why).await);
         }
         Err(e) => return Err(e.into()),
     };
@@ -178,18 +161,8 @@ async fn fail_item(
     };
     let c = ctx.store.complete_item(job.id, item.seq, &outcome).await?;
     after_completion(ctx, job, &c, &item.trace).await?;
-    settle(
-        ctx,
-        jobs_core::queue::consume::reject(
-            ctx.transport.as_ref(),
-            ctx.store.pool(),
-            &ctx.queues.work,
-            msg,
-            reason,
-            description,
-        )
-        .await,
-    )
+    let rejected = ctx.reject(&ctx.queues.work, msg, reason, description).await;
+    settle(ctx, rejected)
 }
 
 /// The follow-up of a completion: a job now `finalizing` gets its finalize message, a job
@@ -324,18 +297,7 @@ async fn finalize(
             let why = format!("finalization failed: {}", e.reason());
             ctx.store.fail(job.id, &why).await?;
             announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
-            settle(
-                ctx,
-                jobs_core::queue::consume::reject(
-                    ctx.transport.as_ref(),
-                    ctx.store.pool(),
-                    queue,
-                    msg,
-                    "FinalizeFailed",
-                    &why,
-                )
-                .await,
-            )
+            settle(ctx, ctx.reject(queue, msg, "FinalizeFailed", &why).await)
         }
     }
 }

@@ -53,6 +53,16 @@ pub struct WorkerContext {
     pub settings: WorkerSettings,
 }
 
+impl jobs_core::queue::consume::Consumer for WorkerContext {
+    fn transport(&self) -> &dyn jobs_core::queue::Transport {
+        self.transport.as_ref()
+    }
+
+    fn db(&self) -> &jobs_core::sqlx::PgPool {
+        self.store.pool()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub concurrency: usize,

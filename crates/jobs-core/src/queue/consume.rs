@@ -52,6 +52,25 @@ pub async fn reject(
     transport.complete(queue, &msg.lock).await
 }
 
+/// A service that consumes a queue: its transport, and the database that parks what the
+/// transport cannot dead-letter. Gives its handlers [`Consumer::reject`].
+#[async_trait::async_trait]
+pub trait Consumer: Sync {
+    fn transport(&self) -> &dyn Transport;
+    fn db(&self) -> &PgPool;
+
+    /// [`reject`] through this service's transport and database.
+    async fn reject(
+        &self,
+        queue: &QueueName,
+        msg: &ReceivedMessage,
+        reason: &str,
+        description: &str,
+    ) -> Result<(), QueueError> {
+        reject(self.transport(), self.db(), queue, msg, reason, description).await
+    }
+}
+
 /// How long an idle loop waits for a message before looking again.
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(5);
 
