@@ -270,6 +270,47 @@ lines\",not-a-number,,t
 7,a,\"fine\",2,,t
 ";
 
+/// Key 1 twice, in parts of the file that different work items load.
+const REPEATED_ACROSS_PARTS: &str = "id,label,note,amount,happened_at,flag
+1,first,x,1,,t
+2,b,x,2,,f
+3,c,x,3,,t
+1,second,y,9,,f
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_repeated_in_another_part_of_the_file_is_rejected_not_overwritten() {
+    // chunk_bytes = 1: every record is a work item of its own, run concurrently.
+    let stack = stack(1, "").await;
+    // A row already in the table is not a repeat: the file's row updates it.
+    jobs_core::sqlx::query("INSERT INTO public.things_copy (id, label) VALUES (3, 'old')")
+        .execute(&stack.db.pool)
+        .await
+        .unwrap();
+    let upload_id = upload(&stack, REPEATED_ACROSS_PARTS.as_bytes().to_vec()).await;
+    let job = import(
+        &stack,
+        json!({"dataset": "things_copy", "upload_id": upload_id, "max_rejected": 1}),
+    )
+    .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(counts(&job), (4, 2, 1, 0, 1), "{job}");
+    let report = report(&stack, job["id"].as_str().unwrap()).await;
+    assert_eq!(report.len(), 1, "{report:?}");
+    let (line, column, value, reason) = &report[0];
+    assert!(*line == 2 || *line == 5, "{report:?}");
+    assert_eq!((column.as_str(), value.as_deref()), ("id", Some("1")));
+    assert!(reason.contains("another line of this file"), "{reason}");
+    // The row is the other line's, whole: whichever part committed first.
+    let label: String =
+        jobs_core::sqlx::query_scalar("SELECT label FROM public.things_copy WHERE id = 1")
+            .fetch_one(&stack.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(label, if *line == 2 { "second" } else { "first" });
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejected_row_is_reported_with_its_line_and_the_rest_load() {
     let stack = stack(1 << 20, "").await;
@@ -403,13 +444,15 @@ async fn a_redelivered_item_changes_nothing() {
     // The same item delivered again: its commit is found, its counts stand.
     let recorded: ItemOutput = serde_json::from_value(items[0].output.clone().unwrap()).unwrap();
     assert_eq!(load_range(&item(0), &range).await.unwrap(), recorded);
-    // The same range loaded for real once more (as if the record of the commit were lost):
-    // every row is as the file has it, so nothing is written.
+    // The same range loaded for real by another item of the job (as if the file held it
+    // twice): every key was loaded by another part of the file, so every row is rejected
+    // and nothing is written.
     let again = load_range(&item(999), &range).await.unwrap();
     assert_eq!(
         (again.rows, again.inserted, again.updated, again.unchanged),
-        (3000, 0, 0, 3000)
+        (3000, 0, 0, 0)
     );
+    assert_eq!(again.rejected, 3000);
     assert_eq!(differences(&stack).await, 0);
     stack.stop().await;
 }

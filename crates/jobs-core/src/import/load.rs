@@ -1,22 +1,31 @@
-//! Loading one byte range, in one transaction:
+//! Loading one byte range, in one transaction that commits (of up to three tried):
 //!
-//! 1. claim the item in `offload.import_commits` — a redelivered item that committed before
-//!    finds its row and returns the recorded counts without loading again (the claim also
-//!    makes a concurrent second delivery wait, then see the first one's commit);
-//! 2. try the fast path: `COPY` straight into the table under a savepoint — an initial
-//!    load, every row new and valid, is done in that one statement ([`super::stage`]);
-//! 3. otherwise (a row exists already, or is at fault) roll back to the savepoint, stage
-//!    the rows in a temporary table and upsert them by key, rows at fault isolated and
-//!    rejected ([`super::upsert`]);
-//! 4. write the rejects file, record the counts, commit — or, for a dry run, roll back:
-//!    the counts and rejects are exactly what a real run would have had, and nothing stays.
+//! - each begins by claiming the item in `offload.import_commits` with its transaction id —
+//!   a redelivered item that committed before finds its row and returns the recorded
+//!   counts without loading again (the claim also makes a concurrent second delivery wait,
+//!   then see the first one's commit);
+//! - the first tries the fast path, `COPY` straight into the table: an initial load, every
+//!   row new and valid, is done in that one statement ([`super::stage`]);
+//! - otherwise (a row exists already, or is at fault) the second stages the rows in a
+//!   temporary table and upserts them by key in one statement ([`super::upsert`]);
+//! - when a row is at fault, the third isolates and rejects it under savepoints;
+//! - then the rejects file is written, the counts recorded, and the transaction commits —
+//!   or, for a dry run, rolls back: the counts and rejects are exactly what a real run
+//!   would have had, and nothing stays.
+//!
+//! The first two write without savepoints, so their rows carry the transaction id the
+//! claim recorded: a later item of the job that meets such a row by key knows that another
+//! part of the file loaded it, leaves it, and rejects its own line. (Rows the third writes
+//! carry a savepoint's id and are not recognised so.)
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::rejects::write_part;
+use sqlx::{Postgres, Transaction};
+
+use super::rejects::{Reject, write_part};
 use super::rows::Rows;
-use super::stage::{copy_into, create_sql, stage};
+use super::stage::{Sent, copy_into, create_sql, stage};
 use super::target::{Table, TableColumn};
 use super::upsert::{Counts, Upsert, row_level};
 use super::{ByteRange, ImportSpec, rejects_part_path};
@@ -101,10 +110,93 @@ pub async fn load_range(item: &LoadItem<'_>, range: &ByteRange) -> Result<ItemOu
         .position(|c| *c == item.ds.key.name)
         .ok_or_else(|| LoadError::Invalid("the import's columns lack the key".into()))?;
 
+    let data = item
+        .blobs
+        .read_range_if(
+            item.upload_path,
+            range.start..range.end,
+            item.spec.upload_etag.as_deref(),
+        )
+        .await
+        .map_err(|e| {
+            if e.is_changed() {
+                LoadError::Invalid(super::job::CHANGED.into())
+            } else {
+                e.into()
+            }
+        })?;
+    let rows = || Rows::new(item.spec.format, &data, range.line, &columns, key);
+    let upsert = Upsert::new(item.ds, &columns, item.job_id, item.seq);
+
+    // 1. The fast path, `COPY` straight into the table: an initial load.
+    let mut tx = match begin(item).await? {
+        Begun::Claimed(tx) => tx,
+        Begun::Recorded(out) => return Ok(out),
+    };
+    match copy_into(&mut tx, &item.ds.table_sql, &columns, rows()).await {
+        Ok(mut sent) => {
+            let counts = Counts {
+                inserted: u64::from(sent.rows),
+                updated: 0,
+            };
+            let rejects = std::mem::take(&mut sent.rejects);
+            return finish(item, tx, &sent, counts, rejects).await;
+        }
+        Err(e) if row_level(&e) => {
+            tracing::debug!(error = %e, "not a plain insert; upserting");
+            tx.rollback().await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    // 2. Staged and upserted by key in one statement: rows that exist already.
+    let mut tx = match begin(item).await? {
+        Begun::Claimed(tx) => tx,
+        Begun::Recorded(out) => return Ok(out),
+    };
+    let (sent, mut rejects) = staged(&mut tx, rows(), columns.len()).await?;
+    match upsert.whole(&mut tx, sent.rows).await? {
+        Ok(counts) => {
+            upsert
+                .reject_keys_of_other_parts(&mut tx, &columns, key, &mut rejects)
+                .await?;
+            return finish(item, tx, &sent, counts, rejects).await;
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "a row is at fault; isolating it");
+            tx.rollback().await?;
+        }
+    }
+
+    // 3. The same, with the rows at fault isolated under savepoints and rejected.
+    let mut tx = match begin(item).await? {
+        Begun::Claimed(tx) => tx,
+        Begun::Recorded(out) => return Ok(out),
+    };
+    let (sent, mut rejects) = staged(&mut tx, rows(), columns.len()).await?;
+    let counts = upsert
+        .isolate(&mut tx, sent.rows, &columns, key, &mut rejects)
+        .await?;
+    upsert
+        .reject_keys_of_other_parts(&mut tx, &columns, key, &mut rejects)
+        .await?;
+    finish(item, tx, &sent, counts, rejects).await
+}
+
+/// A transaction for the item: claimed, or the counts an earlier delivery recorded.
+enum Begun {
+    Claimed(Transaction<'static, Postgres>),
+    Recorded(ItemOutput),
+}
+
+/// Opens the item's transaction and claims the item in `offload.import_commits` with the
+/// transaction's id (a dry run claims nothing).
+async fn begin(item: &LoadItem<'_>) -> Result<Begun, LoadError> {
     let mut tx = item.pool.begin().await?;
     if !item.spec.dry_run {
         let claimed: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO offload.import_commits (job_id, seq, output) VALUES ($1, $2, '{}')
+            "INSERT INTO offload.import_commits (job_id, seq, output, xid)
+             VALUES ($1, $2, '{}', pg_current_xact_id())
              ON CONFLICT (job_id, seq) DO NOTHING RETURNING seq",
         )
         .bind(item.job_id.as_uuid())
@@ -122,6 +214,7 @@ pub async fn load_range(item: &LoadItem<'_>, range: &ByteRange) -> Result<ItemOu
             .await?;
             tracing::info!("item committed by an earlier delivery; its counts stand");
             return serde_json::from_value(recorded)
+                .map(Begun::Recorded)
                 .map_err(|e| LoadError::Invalid(format!("recorded output unreadable: {e}")));
         }
     }
@@ -129,57 +222,30 @@ pub async fn load_range(item: &LoadItem<'_>, range: &ByteRange) -> Result<ItemOu
     sqlx::query("SET CONSTRAINTS ALL IMMEDIATE")
         .execute(&mut *tx)
         .await?;
-    let data = item
-        .blobs
-        .read_range_if(
-            item.upload_path,
-            range.start..range.end,
-            item.spec.upload_etag.as_deref(),
-        )
-        .await
-        .map_err(|e| {
-            if e.is_changed() {
-                LoadError::Invalid(super::job::CHANGED.into())
-            } else {
-                e.into()
-            }
-        })?;
-    let rows = || Rows::new(item.spec.format, &data, range.line, &columns, key);
-    sqlx::query("SAVEPOINT offload_copy")
-        .execute(&mut *tx)
-        .await?;
-    let (sent, counts, mut rejects) =
-        match copy_into(&mut tx, &item.ds.table_sql, &columns, rows()).await {
-            Ok(mut sent) => {
-                sqlx::query("RELEASE SAVEPOINT offload_copy")
-                    .execute(&mut *tx)
-                    .await?;
-                let counts = Counts {
-                    inserted: u64::from(sent.rows),
-                    updated: 0,
-                };
-                let rejects = std::mem::take(&mut sent.rejects);
-                (sent, counts, rejects)
-            }
-            Err(e) if row_level(&e) => {
-                tracing::debug!(error = %e, "not a plain insert; upserting");
-                sqlx::query("ROLLBACK TO SAVEPOINT offload_copy")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(&create_sql(columns.len()))
-                    .execute(&mut *tx)
-                    .await?;
-                let mut sent = stage(&mut tx, rows(), columns.len()).await?;
-                let mut rejects = std::mem::take(&mut sent.rejects);
-                let counts = Upsert::new(item.ds, &columns)
-                    .run(&mut tx, sent.rows, &columns, key, &mut rejects)
-                    .await?;
-                (sent, counts, rejects)
-            }
-            Err(e) => return Err(e.into()),
-        };
-    drop(data);
+    Ok(Begun::Claimed(tx))
+}
 
+/// Stages `rows` in a new staging table; what was sent and the records refused before.
+async fn staged(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: Rows<'_>,
+    columns: usize,
+) -> Result<(Sent, Vec<Reject>), LoadError> {
+    sqlx::query(&create_sql(columns)).execute(&mut **tx).await?;
+    let mut sent = stage(tx, rows, columns).await?;
+    let rejects = std::mem::take(&mut sent.rejects);
+    Ok((sent, rejects))
+}
+
+/// Counts, writes the rejects file and records the item's output, then commits — or, for a
+/// dry run, rolls back.
+async fn finish(
+    item: &LoadItem<'_>,
+    mut tx: Transaction<'static, Postgres>,
+    sent: &Sent,
+    counts: Counts,
+    mut rejects: Vec<Reject>,
+) -> Result<ItemOutput, LoadError> {
     let mut out = ItemOutput {
         rows: sent.records,
         inserted: counts.inserted,

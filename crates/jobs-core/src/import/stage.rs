@@ -3,8 +3,8 @@
 //! - [`copy_into`], the fast path: straight into the target table, as CSV (every value
 //!   quoted, NULL left unquoted-empty, so Postgres reads back exactly the parsed fields).
 //!   `COPY` inserts in batches and is as fast as loading gets; it succeeds when every row
-//!   is new and valid — an initial load — and the caller runs it under a savepoint, so a
-//!   row that exists already or is bad only sends the range down the other way.
+//!   is new and valid — an initial load — and the caller runs it in a transaction of its
+//!   own, so a row that exists already or is bad only sends the range down the other way.
 //! - [`stage`]: into an all-`text` temporary table, one row per record with its ordinal
 //!   `n` and its line, for the upsert ([`super::upsert`]). Binary `COPY` of text columns
 //!   needs no escaping (a value is its length and its bytes), so the staged text is

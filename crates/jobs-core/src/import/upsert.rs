@@ -9,11 +9,15 @@
 //!
 //! When that statement fails because of some row (a value that does not cast; a NOT NULL,
 //! CHECK, foreign key or unique violation; a key repeated in the range; a trigger's error),
-//! it is rolled back to a savepoint, keys repeated within the range are rejected (the first
-//! occurrence loads), and the rest is loaded by bisection: halves under savepoints until
-//! each failing part is one row, which is rejected with Postgres's own message and the
-//! column at fault. A clean range costs one statement; `k` bad rows about
-//! `2·k·log2(rows/k)` statements.
+//! the transaction is rolled back and the rows staged again in a new one
+//! ([`super::load`]); keys repeated within the range are rejected (the first occurrence
+//! loads), and the rest is loaded by bisection: halves under savepoints until each failing
+//! part is one row, which is rejected with Postgres's own message and the column at fault.
+//! A clean range costs one statement; `k` bad rows about `2·k·log2(rows/k)` statements.
+//!
+//! A row of the target that another item of the same job wrote (its `xmin` is that item's
+//! transaction, recorded in `offload.import_commits`) is left as it is, and the staged row
+//! with its key is rejected: the key repeats in another part of the file.
 
 use sqlx::postgres::{PgDatabaseError, PgRow};
 use sqlx::{PgConnection, Row as _};
@@ -22,6 +26,7 @@ use super::rejects::{Reject, clip};
 use super::stage::STAGE;
 use super::target::TableColumn;
 use crate::dataset::{Dataset, quote_ident};
+use crate::id::JobId;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
@@ -29,11 +34,25 @@ pub struct Counts {
     pub updated: u64,
 }
 
-/// The upsert of staged rows `n >= $1 AND n < $2` that are not marked bad.
+/// The upsert of staged rows `n >= $1 AND n < $2` that are not marked bad, for item `seq`
+/// of job `job_id`.
 #[derive(Debug)]
 pub struct Upsert {
     sql: String,
+    job_id: JobId,
+    seq: u32,
+    table_sql: String,
+    /// Whether `sql` asks about other parts (it has columns to update): binds $3 and $4.
+    asks_parts: bool,
+    /// The target's key (`t.<key>`) equal to the staged key cast to its type.
+    key_match: String,
 }
+
+/// The transactions of the job's other committed items ($3: job, $4: this item's seq), as
+/// of the statement's start: a target row whose `xmin` is one of them was written by
+/// another part of the same file.
+const OTHER_PARTS: &str = "SELECT c.xid::xid FROM offload.import_commits c
+     WHERE c.job_id = $3 AND c.seq <> $4 AND c.xid IS NOT NULL";
 
 /// A failure caused by the data of some row, which the slow path can isolate: data
 /// exceptions (22), integrity violations (23), a row affected twice (21000, a key repeated
@@ -66,7 +85,7 @@ async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
 }
 
 impl Upsert {
-    pub fn new(ds: &Dataset, columns: &[&TableColumn]) -> Self {
+    pub fn new(ds: &Dataset, columns: &[&TableColumn], job_id: JobId, seq: u32) -> Self {
         let target: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
         let values: Vec<String> = columns
             .iter()
@@ -100,13 +119,27 @@ impl Upsert {
                     })
                     .collect()
             };
+            // A row another item of this job wrote stays as that item left it: the key
+            // repeats in the file, and this row is rejected afterwards. (Asked only of rows
+            // that would change, so an unchanged re-import pays nothing for it.)
             format!(
-                "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+                "DO UPDATE SET {} WHERE CASE WHEN ({}) IS DISTINCT FROM ({})
+                     THEN NOT offload.written_by_other_import_part($3, $4, t.xmin)
+                     ELSE false END",
                 set.join(", "),
                 side("t").join(", "),
                 side("EXCLUDED").join(", ")
             )
         };
+        let key_at = columns
+            .iter()
+            .position(|c| c.name == ds.key.name)
+            .unwrap_or_default();
+        let key_match = format!(
+            "t.{} = {}",
+            quote_ident(&ds.key.name),
+            values.get(key_at).cloned().unwrap_or_default()
+        );
         let sql = format!(
             "WITH up AS (
                  INSERT INTO {table} AS t ({target})
@@ -119,7 +152,44 @@ impl Upsert {
             values = values.join(", "),
             key = ds.key.sql,
         );
-        Self { sql }
+        Self {
+            sql,
+            job_id,
+            seq,
+            table_sql: ds.table_sql.clone(),
+            asks_parts: !others.is_empty(),
+            key_match,
+        }
+    }
+
+    fn query(
+        &self,
+        lo: u32,
+        hi: u32,
+    ) -> sqlx::query::QueryAs<'_, sqlx::Postgres, (i64, i64), sqlx::postgres::PgArguments> {
+        let query = sqlx::query_as(&self.sql).bind(lo as i32).bind(hi as i32);
+        if self.asks_parts {
+            query.bind(self.job_id.as_uuid()).bind(self.seq as i32)
+        } else {
+            query
+        }
+    }
+
+    /// Upserts every staged row in one statement, without a savepoint: `Ok(Err(e))` when a
+    /// row was at fault (the transaction is then aborted), `Err` for anything else.
+    pub async fn whole(
+        &self,
+        conn: &mut PgConnection,
+        staged: u32,
+    ) -> Result<Result<Counts, sqlx::Error>, sqlx::Error> {
+        match self.query(0, staged).fetch_one(&mut *conn).await {
+            Ok((ins, upd)) => Ok(Ok(Counts {
+                inserted: ins as u64,
+                updated: upd as u64,
+            })),
+            Err(e) if row_level(&e) => Ok(Err(e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Upserts rows `lo..hi` under a savepoint: `Ok(Err(e))` when a row was at fault (the
@@ -131,11 +201,7 @@ impl Upsert {
         hi: u32,
     ) -> Result<Result<Counts, sqlx::Error>, sqlx::Error> {
         exec(conn, "SAVEPOINT offload_rows").await?;
-        let done: Result<(i64, i64), sqlx::Error> = sqlx::query_as(&self.sql)
-            .bind(lo as i32)
-            .bind(hi as i32)
-            .fetch_one(&mut *conn)
-            .await;
+        let done = self.query(lo, hi).fetch_one(&mut *conn).await;
         match done {
             Ok((ins, upd)) => {
                 exec(conn, "RELEASE SAVEPOINT offload_rows").await?;
@@ -152,8 +218,9 @@ impl Upsert {
         }
     }
 
-    /// Loads rows `0..staged`, rejecting those at fault into `rejects`.
-    pub async fn run(
+    /// Loads rows `0..staged`, some of which are at fault ([`Upsert::whole`] failed):
+    /// rejects those into `rejects`, loads the rest.
+    pub async fn isolate(
         &self,
         conn: &mut PgConnection,
         staged: u32,
@@ -161,10 +228,6 @@ impl Upsert {
         key: usize,
         rejects: &mut Vec<Reject>,
     ) -> Result<Counts, sqlx::Error> {
-        match self.try_range(conn, 0, staged).await? {
-            Ok(counts) => return Ok(counts),
-            Err(e) => tracing::info!(error = %e, "a row is at fault; isolating it"),
-        }
         exec(conn, &format!("CREATE INDEX ON {STAGE} (n)")).await?;
         exec(conn, &format!("ANALYZE {STAGE}")).await?;
         reject_repeated_keys(conn, columns, key, rejects).await?;
@@ -192,6 +255,45 @@ impl Upsert {
             }
         }
         Ok(counts)
+    }
+}
+
+impl Upsert {
+    /// After the upsert: rejects the staged rows left (loaded or unchanged) whose key's
+    /// target row another item of this job wrote — the upsert left those rows alone. Every
+    /// row left is one that cast, so the key is compared as its type, through the index.
+    pub async fn reject_keys_of_other_parts(
+        &self,
+        conn: &mut PgConnection,
+        columns: &[&TableColumn],
+        key: usize,
+        rejects: &mut Vec<Reject>,
+    ) -> Result<(), sqlx::Error> {
+        let found: Vec<(i64, Option<String>)> = sqlx::query_as(&format!(
+            "UPDATE {STAGE} s SET bad = true FROM {table} t
+             WHERE NOT s.bad AND {key_match} AND t.xmin IN ({OTHER_PARTS})
+               AND s.n >= $1 AND s.n < $2
+             RETURNING s.line, s.c{key}",
+            table = self.table_sql,
+            key_match = self.key_match,
+        ))
+        .bind(0i32)
+        .bind(i32::MAX)
+        .bind(self.job_id.as_uuid())
+        .bind(self.seq as i32)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (line, value) in found {
+            rejects.push(Reject {
+                line: line as u64,
+                column: columns[key].name.clone(),
+                value: value.map(|v| clip(v.as_bytes())),
+                reason: "the key was loaded from another line of this file (by the part that \
+                         committed first); a key may appear once per file"
+                    .to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 
