@@ -27,7 +27,7 @@ use super::rejects::{Reject, write_part};
 use super::rows::Rows;
 use super::stage::{Sent, copy_into, create_sql, stage};
 use super::target::{Table, TableColumn};
-use super::upsert::{Counts, Upsert, row_level};
+use super::upsert::{Counts, REPEATS_SQL, Upsert, row_level};
 use super::{ByteRange, ImportSpec, rejects_part_path};
 use crate::blob::{BlobError, BlobStore};
 use crate::dataset::Dataset;
@@ -232,6 +232,7 @@ async fn staged(
     columns: usize,
 ) -> Result<(Sent, Vec<Reject>), LoadError> {
     sqlx::query(&create_sql(columns)).execute(&mut **tx).await?;
+    sqlx::query(REPEATS_SQL).execute(&mut **tx).await?;
     let mut sent = stage(tx, rows, columns).await?;
     let rejects = std::mem::take(&mut sent.rejects);
     Ok((sent, rejects))

@@ -16,8 +16,10 @@
 //! A clean range costs one statement; `k` bad rows about `2·k·log2(rows/k)` statements.
 //!
 //! A row of the target that another item of the same job wrote (its `xmin` is that item's
-//! transaction, recorded in `offload.import_commits`) is left as it is, and the staged row
-//! with its key is rejected: the key repeats in another part of the file.
+//! transaction, recorded in `offload.import_commits`) is left as it is when this item's
+//! row would change it, and this item's row is rejected: the key repeats in another part
+//! of the file with other values. (A repeat with the same values changes nothing and is
+//! counted unchanged.)
 
 use sqlx::postgres::{PgDatabaseError, PgRow};
 use sqlx::{PgConnection, Row as _};
@@ -41,18 +43,16 @@ pub struct Upsert {
     sql: String,
     job_id: JobId,
     seq: u32,
-    table_sql: String,
     /// Whether `sql` asks about other parts (it has columns to update): binds $3 and $4.
     asks_parts: bool,
-    /// The target's key (`t.<key>`) equal to the staged key cast to its type.
-    key_match: String,
+    /// The staged key cast to its type, as text: how the upsert noted a repeat's key.
+    staged_key_text: String,
 }
 
-/// The transactions of the job's other committed items ($3: job, $4: this item's seq), as
-/// of the statement's start: a target row whose `xmin` is one of them was written by
-/// another part of the same file.
-const OTHER_PARTS: &str = "SELECT c.xid::xid FROM offload.import_commits c
-     WHERE c.job_id = $3 AND c.seq <> $4 AND c.xid IS NOT NULL";
+/// The temporary table in which the upsert notes the keys of rows another item of the
+/// job wrote (`offload.import_part_repeat`); created with the staging table.
+pub const REPEATS_SQL: &str =
+    "CREATE TEMP TABLE offload_import_repeats (k text NOT NULL) ON COMMIT DROP";
 
 /// A failure caused by the data of some row, which the slow path can isolate: data
 /// exceptions (22), integrity violations (23), a row affected twice (21000, a key repeated
@@ -124,20 +124,20 @@ impl Upsert {
             // that would change, so an unchanged re-import pays nothing for it.)
             format!(
                 "DO UPDATE SET {} WHERE CASE WHEN ({}) IS DISTINCT FROM ({})
-                     THEN NOT offload.written_by_other_import_part($3, $4, t.xmin)
+                     THEN NOT offload.import_part_repeat($3, $4, t.xmin, EXCLUDED.{}::text)
                      ELSE false END",
                 set.join(", "),
                 side("t").join(", "),
-                side("EXCLUDED").join(", ")
+                side("EXCLUDED").join(", "),
+                quote_ident(&ds.key.name)
             )
         };
         let key_at = columns
             .iter()
             .position(|c| c.name == ds.key.name)
             .unwrap_or_default();
-        let key_match = format!(
-            "t.{} = {}",
-            quote_ident(&ds.key.name),
+        let staged_key_text = format!(
+            "({})::text",
             values.get(key_at).cloned().unwrap_or_default()
         );
         let sql = format!(
@@ -156,9 +156,8 @@ impl Upsert {
             sql,
             job_id,
             seq,
-            table_sql: ds.table_sql.clone(),
             asks_parts: !others.is_empty(),
-            key_match,
+            staged_key_text,
         }
     }
 
@@ -259,9 +258,10 @@ impl Upsert {
 }
 
 impl Upsert {
-    /// After the upsert: rejects the staged rows left (loaded or unchanged) whose key's
-    /// target row another item of this job wrote — the upsert left those rows alone. Every
-    /// row left is one that cast, so the key is compared as its type, through the index.
+    /// After the upsert: rejects the staged rows whose key's target row another item of
+    /// this job wrote with other values — the upsert left those rows alone and noted their
+    /// keys. (Every staged row left is one that cast, so its key's text is the same as the
+    /// noted one's.)
     pub async fn reject_keys_of_other_parts(
         &self,
         conn: &mut PgConnection,
@@ -269,18 +269,20 @@ impl Upsert {
         key: usize,
         rejects: &mut Vec<Reject>,
     ) -> Result<(), sqlx::Error> {
+        let noted: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM offload_import_repeats)")
+                .fetch_one(&mut *conn)
+                .await?;
+        if !noted {
+            return Ok(());
+        }
         let found: Vec<(i64, Option<String>)> = sqlx::query_as(&format!(
-            "UPDATE {STAGE} s SET bad = true FROM {table} t
-             WHERE NOT s.bad AND {key_match} AND t.xmin IN ({OTHER_PARTS})
-               AND s.n >= $1 AND s.n < $2
+            "UPDATE {STAGE} s SET bad = true
+             FROM (SELECT DISTINCT k FROM offload_import_repeats) r
+             WHERE NOT s.bad AND {} = r.k
              RETURNING s.line, s.c{key}",
-            table = self.table_sql,
-            key_match = self.key_match,
+            self.staged_key_text,
         ))
-        .bind(0i32)
-        .bind(i32::MAX)
-        .bind(self.job_id.as_uuid())
-        .bind(self.seq as i32)
         .fetch_all(&mut *conn)
         .await?;
         for (line, value) in found {
