@@ -8,7 +8,26 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
+use serde::Deserialize;
+
 use crate::ApiError;
+
+/// Where a page starts: the creation time and id of the last item seen.
+pub type After<I> = Option<(DateTime<Utc>, I)>;
+
+/// `?limit=&cursor=`, the query of a list route that has no filters of its own.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size ([`limit`]) and what the cursor names ([`cursor`]).
+    pub fn read<I: FromStr>(self) -> Result<(u32, After<I>), ApiError> {
+        Ok((limit(self.limit)?, cursor(self.cursor)?))
+    }
+}
 
 /// `limit`: 50 when absent, otherwise 1 to 500.
 pub fn limit(raw: Option<String>) -> Result<u32, ApiError> {
@@ -27,7 +46,7 @@ pub fn encode_cursor(created_at: DateTime<Utc>, id: impl Display) -> String {
 }
 
 /// `cursor`, when given: the creation time and id it names.
-pub fn cursor<I: FromStr>(raw: Option<String>) -> Result<Option<(DateTime<Utc>, I)>, ApiError> {
+pub fn cursor<I: FromStr>(raw: Option<String>) -> Result<After<I>, ApiError> {
     raw.map(|c| {
         decode(&c).ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API returned"))
     })

@@ -17,7 +17,6 @@ use jobs_core::schedule::change::{checked_name, checked_timing};
 use jobs_core::schedule::{
     NewSchedule, Schedule, ScheduleChange, ScheduleCursor, ScheduleId, ScheduleRun, ScheduleStore,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -251,20 +250,14 @@ pub async fn get(
     Ok(Json(body))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 /// `GET /v1/schedules?limit=&cursor=`: newest first.
 pub async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<paging::PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = paging::limit(q.limit)?;
-    let after = paging::cursor(q.cursor)?.map(|(created_at, id)| ScheduleCursor { created_at, id });
+    let (limit, after) = q.read()?;
+    let after = after.map(|(created_at, id)| ScheduleCursor { created_at, id });
     let page = store(&state).list(&tenant.0, after, limit).await?;
     let schedules: Vec<Value> = page.schedules.iter().map(doc).collect();
     Ok(Json(

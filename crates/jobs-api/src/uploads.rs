@@ -43,7 +43,6 @@ use jobs_core::blob::hex;
 use jobs_core::import::upload_path;
 use jobs_core::store::{NewUpload, StoreError, Upload, UploadCursor, UploadUse};
 use jobs_core::uploads::{DeleteError, Deleted, delete_upload};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -78,12 +77,20 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| missing())
 }
 
-/// Recording an upload: a deletion that began meanwhile makes it unknown.
-fn recorded(r: Result<Upload, StoreError>) -> Result<Upload, ApiError> {
-    r.map_err(|e| match e {
+/// Records a stored file as an upload and answers `201` with its document. A deletion
+/// that began meanwhile makes it unknown.
+async fn record(state: &AppState, new: &NewUpload<'_>) -> Result<Response, ApiError> {
+    let upload = state.store.create_upload(new).await.map_err(|e| match e {
         StoreError::UploadDeleted(_) => missing(),
         other => other.into(),
-    })
+    })?;
+    tracing::info!(upload_id = %new.id, tenant = %new.tenant, bytes = new.bytes, "upload recorded");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/uploads/{}", new.id))],
+        Json(document(state, &upload)),
+    )
+        .into_response())
 }
 
 fn too_large(limit: u64) -> ApiError {
@@ -173,26 +180,15 @@ pub async fn create(
     }
     let written = writer.finish().await.map_err(ApiError::internal)?;
     let (_, etag) = state.blobs.head(&path).await.map_err(ApiError::internal)?;
-    let upload = recorded(
-        state
-            .store
-            .create_upload(&NewUpload {
-                id,
-                tenant: &tenant.0,
-                path: &path,
-                bytes: written.bytes,
-                sha256: &written.sha256,
-                etag: etag.as_deref(),
-            })
-            .await,
-    )?;
-    tracing::info!(upload_id = %id, tenant = %tenant.0, bytes = written.bytes, "upload stored");
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/v1/uploads/{id}"))],
-        Json(document(&state, &upload)),
-    )
-        .into_response())
+    let new = NewUpload {
+        id,
+        tenant: &tenant.0,
+        path: &path,
+        bytes: written.bytes,
+        sha256: &written.sha256,
+        etag: etag.as_deref(),
+    };
+    record(&state, &new).await
 }
 
 /// `POST /v1/uploads/direct`
@@ -282,26 +278,15 @@ pub async fn complete(
         bytes += chunk.len() as u64;
     }
     let sha256 = hex(&hasher.finalize());
-    let upload = recorded(
-        state
-            .store
-            .create_upload(&NewUpload {
-                id,
-                tenant: &tenant.0,
-                path: &path,
-                bytes,
-                sha256: &sha256,
-                etag: etag.as_deref(),
-            })
-            .await,
-    )?;
-    tracing::info!(upload_id = %id, tenant = %tenant.0, bytes, "direct upload recorded");
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/v1/uploads/{id}"))],
-        Json(document(&state, &upload)),
-    )
-        .into_response())
+    let new = NewUpload {
+        id,
+        tenant: &tenant.0,
+        path: &path,
+        bytes,
+        sha256: &sha256,
+        etag: etag.as_deref(),
+    };
+    record(&state, &new).await
 }
 
 /// `GET /v1/uploads/{id}`
@@ -318,20 +303,14 @@ pub async fn get(
     Ok(Json(document(&state, &upload)))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 /// `GET /v1/uploads?limit=&cursor=`: newest first.
 pub async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<paging::PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = paging::limit(q.limit)?;
-    let after = paging::cursor(q.cursor)?.map(|(created_at, id)| UploadCursor { created_at, id });
+    let (limit, after) = q.read()?;
+    let after = after.map(|(created_at, id)| UploadCursor { created_at, id });
     let page = state.store.list_uploads(&tenant.0, after, limit).await?;
     let uploads: Vec<Value> = page.uploads.iter().map(|u| document(&state, u)).collect();
     Ok(Json(json!({

@@ -238,15 +238,7 @@ impl BlobStore {
     }
 
     pub async fn size(&self, path: &str) -> Result<u64, BlobError> {
-        let meta = self
-            .store
-            .head(&Path::from(path))
-            .await
-            .map_err(|source| BlobError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(meta.size)
+        Ok(self.head(path).await?.0)
     }
 
     /// The paths of the objects under `prefix` (a folder, ending in `/`), in no order.

@@ -181,7 +181,17 @@ impl Upsert {
         conn: &mut PgConnection,
         staged: u32,
     ) -> Result<Result<Counts, sqlx::Error>, sqlx::Error> {
-        match self.query(0, staged).fetch_one(&mut *conn).await {
+        self.range(conn, 0, staged).await
+    }
+
+    /// Upserts rows `lo..hi` in one statement: `Ok(Err(e))` when a row was at fault.
+    async fn range(
+        &self,
+        conn: &mut PgConnection,
+        lo: u32,
+        hi: u32,
+    ) -> Result<Result<Counts, sqlx::Error>, sqlx::Error> {
+        match self.query(lo, hi).fetch_one(&mut *conn).await {
             Ok((ins, upd)) => Ok(Ok(Counts {
                 inserted: ins as u64,
                 updated: upd as u64,
@@ -191,8 +201,7 @@ impl Upsert {
         }
     }
 
-    /// Upserts rows `lo..hi` under a savepoint: `Ok(Err(e))` when a row was at fault (the
-    /// savepoint is rolled back), `Err` for anything else.
+    /// [`Upsert::range`] under a savepoint, rolled back when a row was at fault.
     async fn try_range(
         &self,
         conn: &mut PgConnection,
@@ -200,21 +209,14 @@ impl Upsert {
         hi: u32,
     ) -> Result<Result<Counts, sqlx::Error>, sqlx::Error> {
         exec(conn, "SAVEPOINT offload_rows").await?;
-        let done = self.query(lo, hi).fetch_one(&mut *conn).await;
-        match done {
-            Ok((ins, upd)) => {
-                exec(conn, "RELEASE SAVEPOINT offload_rows").await?;
-                Ok(Ok(Counts {
-                    inserted: ins as u64,
-                    updated: upd as u64,
-                }))
-            }
-            Err(e) if row_level(&e) => {
-                exec(conn, "ROLLBACK TO SAVEPOINT offload_rows").await?;
-                Ok(Err(e))
-            }
-            Err(e) => Err(e),
-        }
+        let done = self.range(conn, lo, hi).await?;
+        let end = if done.is_ok() {
+            "RELEASE SAVEPOINT offload_rows"
+        } else {
+            "ROLLBACK TO SAVEPOINT offload_rows"
+        };
+        exec(conn, end).await?;
+        Ok(done)
     }
 
     /// Loads rows `0..staged`, some of which are at fault ([`Upsert::whole`] failed):
