@@ -40,7 +40,8 @@ async fn an_import_reads_its_upload_from_blob_storage_in_ranges() {
     let job = import(&stack, &upload_id).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert!(job["progress"]["total"].as_u64().unwrap() > 1, "{job}");
-    assert_eq!(job["result"]["rejected"], 6);
+    // Key 1's second line is in another part than its first: rejected as loaded by it.
+    assert_eq!(job["result"]["rejected"], 7);
     // The report is served by Blob Storage itself, through a short-lived SAS URL.
     let plain = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -63,11 +64,9 @@ async fn an_import_reads_its_upload_from_blob_storage_in_ranges() {
         "{sas}"
     );
     let report = reqwest::get(&sas).await.unwrap().text().await.unwrap();
-    assert!(
-        report.starts_with("line,column,value,reason\n3,amount,not-a-number,"),
-        "{report}"
-    );
-    assert_eq!(report.lines().count(), 7);
+    assert!(report.starts_with("line,column,value,reason\n"), "{report}");
+    assert!(report.contains("\n3,amount,not-a-number,"), "{report}");
+    assert_eq!(report.lines().count(), 8);
     stack.stop().await;
 }
 
@@ -109,7 +108,7 @@ async fn a_direct_upload_goes_to_blob_storage_and_cannot_change_once_recorded() 
         job["result"]["inserted"].as_u64().unwrap() + job["result"]["updated"].as_u64().unwrap();
     assert_eq!(
         (loaded, &job["result"]["rejected"]),
-        (3, &json!(6)),
+        (2, &json!(7)),
         "{job}"
     );
 

@@ -9,6 +9,7 @@ mod export;
 mod import;
 mod import_azure;
 mod import_errors;
+mod import_locks;
 mod ingest;
 mod schedules;
 mod servicebus;

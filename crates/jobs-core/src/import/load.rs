@@ -8,15 +8,15 @@
 //!   row new and valid, is done in that one statement ([`super::stage`]);
 //! - otherwise (a row exists already, or is at fault) the second stages the rows in a
 //!   temporary table and upserts them by key in one statement ([`super::upsert`]);
-//! - when a row is at fault, the third isolates and rejects it under savepoints;
+//! - when a row is at fault, the third isolates and rejects it, probing under savepoints
+//!   that are always rolled back (a bounded number of locks whatever it rejects);
 //! - then the rejects file is written, the counts recorded, and the transaction commits —
 //!   or, for a dry run, rolls back: the counts and rejects are exactly what a real run
 //!   would have had, and nothing stays.
 //!
-//! The first two write without savepoints, so their rows carry the transaction id the
-//! claim recorded: a later item of the job that meets such a row by key knows that another
-//! part of the file loaded it, leaves it, and rejects its own line. (Rows the third writes
-//! carry a savepoint's id and are not recognised so.)
+//! None of them keeps a write made under a savepoint, so every row carries the transaction
+//! id the claim recorded: a later item of the job that meets such a row by key knows that
+//! another part of the file loaded it, leaves it, and rejects its own line.
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;

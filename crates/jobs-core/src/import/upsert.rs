@@ -11,9 +11,11 @@
 //! CHECK, foreign key or unique violation; a key repeated in the range; a trigger's error),
 //! the transaction is rolled back and the rows staged again in a new one
 //! ([`super::load`]); keys repeated within the range are rejected (the first occurrence
-//! loads), and the rest is loaded by bisection: halves under savepoints until each failing
-//! part is one row, which is rejected with Postgres's own message and the column at fault.
-//! A clean range costs one statement; `k` bad rows about `2·k·log2(rows/k)` statements.
+//! loads), then values that do not cast to their column's type (one statement a column),
+//! and the rest is loaded by bisection: halves probed under savepoints (always
+//! rolled back, so the item's lock count stays the same whatever it rejects) until each
+//! failing part is one row, which is rejected with Postgres's own message and the column at
+//! fault. A clean range costs one statement; `k` bad rows about `2·k·log2(rows/k)`.
 //!
 //! A row of the target that another item of the same job wrote (its `xmin` is that item's
 //! transaction, recorded in `offload.import_commits`) is left as it is when this item's
@@ -201,26 +203,33 @@ impl Upsert {
         }
     }
 
-    /// [`Upsert::range`] under a savepoint, rolled back when a row was at fault.
-    async fn try_range(
+    /// Whether rows `lo..hi` load, tried under a savepoint that is always rolled back:
+    /// nothing stays, and the subtransaction's locks (its transaction id's among them) go
+    /// with it. `Ok(Err(e))` when a row was at fault.
+    async fn probe(
         &self,
         conn: &mut PgConnection,
         lo: u32,
         hi: u32,
-    ) -> Result<Result<Counts, sqlx::Error>, sqlx::Error> {
-        exec(conn, "SAVEPOINT offload_rows").await?;
-        let done = self.range(conn, lo, hi).await?;
-        let end = if done.is_ok() {
-            "RELEASE SAVEPOINT offload_rows"
-        } else {
-            "ROLLBACK TO SAVEPOINT offload_rows"
-        };
-        exec(conn, end).await?;
-        Ok(done)
+    ) -> Result<Result<(), sqlx::Error>, sqlx::Error> {
+        exec(conn, "SAVEPOINT offload_probe").await?;
+        let tried = self.range(conn, lo, hi).await?;
+        undo_savepoint(conn, UNDO_PROBE).await?;
+        Ok(tried.map(|_| ()))
     }
 
     /// Loads rows `0..staged`, some of which are at fault ([`Upsert::whole`] failed):
     /// rejects those into `rejects`, loads the rest.
+    ///
+    /// Ranges are probed under a savepoint that is rolled back whatever the outcome; a
+    /// range that loads is then loaded again in the item's own transaction, where it is
+    /// bound to succeed (nothing changed in between but what this transaction did). So no
+    /// subtransaction that wrote survives: the item holds one transaction-id lock however
+    /// many rows it rejects, and its rows carry the transaction id its claim recorded.
+    /// (Released savepoints would hand their locks to the transaction, one per range that
+    /// loaded, until commit: thousands for a file with thousands of bad rows, where
+    /// Postgres's shared lock table holds about 6,400 for the whole server.) Good rows are
+    /// written twice, once rolled back; bad rows cost the bisection's probes.
     pub async fn isolate(
         &self,
         conn: &mut PgConnection,
@@ -232,12 +241,16 @@ impl Upsert {
         exec(conn, &format!("CREATE INDEX ON {STAGE} (n)")).await?;
         exec(conn, &format!("ANALYZE {STAGE}")).await?;
         reject_repeated_keys(conn, columns, key, rejects).await?;
+        reject_cast_failures(conn, columns, rejects).await?;
         let mut counts = Counts::default();
         // Ranges still to load, the next one last: loads go in file order.
         let mut todo = vec![(0, staged)];
         while let Some((lo, hi)) = todo.pop() {
-            match self.try_range(conn, lo, hi).await? {
-                Ok(c) => {
+            match self.probe(conn, lo, hi).await? {
+                Ok(()) => {
+                    // A failure now (a concurrent transaction committed a conflicting row
+                    // since the probe) aborts the transaction: the item is tried again.
+                    let c = self.range(conn, lo, hi).await??;
                     counts.inserted += c.inserted;
                     counts.updated += c.updated;
                 }
@@ -258,6 +271,16 @@ impl Upsert {
         Ok(counts)
     }
 }
+
+/// Rolls back to a savepoint and releases it, in one round trip. (`ROLLBACK TO` alone
+/// keeps the savepoint, so the next `SAVEPOINT` would nest inside it.)
+async fn undo_savepoint(conn: &mut PgConnection, undo: &'static str) -> Result<(), sqlx::Error> {
+    // A `&str` without arguments goes by the simple query protocol, which takes both.
+    sqlx::Executor::execute(conn, undo).await.map(|_| ())
+}
+
+const UNDO_PROBE: &str = "ROLLBACK TO SAVEPOINT offload_probe; RELEASE SAVEPOINT offload_probe";
+const UNDO_CAST: &str = "ROLLBACK TO SAVEPOINT offload_cast; RELEASE SAVEPOINT offload_cast";
 
 impl Upsert {
     /// After the upsert: rejects the staged rows whose key's target row another item of
@@ -299,6 +322,46 @@ impl Upsert {
         }
         Ok(())
     }
+}
+
+/// Marks every staged row with a value that does not cast to its column's type bad, and
+/// rejects it naming its first such column: one statement per typed column
+/// (`offload.import_cast_failures`), however many rows are bad, so that the bisection is
+/// left with rows at fault for other reasons (constraints, triggers), which are rare.
+async fn reject_cast_failures(
+    conn: &mut PgConnection,
+    columns: &[&TableColumn],
+    rejects: &mut Vec<Reject>,
+) -> Result<(), sqlx::Error> {
+    for (i, c) in columns.iter().enumerate() {
+        if c.base_type_sql == "text" {
+            continue;
+        }
+        let failed: Vec<(i32, i64, String, String)> = sqlx::query_as(
+            "SELECT n, line, value, message
+             FROM offload.import_cast_failures($1::regclass, $2, $3)",
+        )
+        .bind(STAGE)
+        .bind(format!("c{i}"))
+        .bind(&c.type_sql)
+        .fetch_all(&mut *conn)
+        .await?;
+        if failed.is_empty() {
+            continue;
+        }
+        let bad: Vec<i32> = failed.iter().map(|f| f.0).collect();
+        sqlx::query(&format!("UPDATE {STAGE} SET bad = true WHERE n = ANY($1)"))
+            .bind(&bad)
+            .execute(&mut *conn)
+            .await?;
+        rejects.extend(failed.into_iter().map(|(_, line, value, reason)| Reject {
+            line: line as u64,
+            column: c.name.clone(),
+            value: Some(clip(value.as_bytes())),
+            reason,
+        }));
+    }
+    Ok(())
 }
 
 /// Marks every staged row whose key repeats an earlier row's (as the key's type compares
@@ -384,7 +447,7 @@ async fn diagnose(
             match cast {
                 Ok(_) => exec(conn, "RELEASE SAVEPOINT offload_cast").await?,
                 Err(ce) if row_level(&ce) => {
-                    exec(conn, "ROLLBACK TO SAVEPOINT offload_cast").await?;
+                    undo_savepoint(conn, UNDO_CAST).await?;
                     return Ok(Reject {
                         line: line as u64,
                         column: c.name.clone(),
