@@ -15,8 +15,8 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use jobs_core::document::job_document;
+use jobs_core::listen::Notice;
 use jobs_core::sqlx::PgPool;
-use jobs_core::sqlx::postgres::PgListener;
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -27,41 +27,24 @@ use crate::error::ApiError;
 
 pub const CHANNEL: &str = jobs_core::store::JOB_EVENTS_CHANNEL;
 
-/// Starts the process's listener; it feeds `tx` until `stop`.
+/// Starts the process's listener; it feeds `tx` until `stop`. After a gap (notifications
+/// may have been missed) it sends `null`, and clients re-read the job.
 pub async fn spawn_listener(
     pool: &PgPool,
     tx: broadcast::Sender<Value>,
     stop: CancellationToken,
 ) -> Result<(), jobs_core::sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    tokio::spawn(async move {
-        loop {
-            let next = tokio::select! {
-                () = stop.cancelled() => return,
-                n = listener.try_recv() => n,
-            };
-            match next {
-                Ok(Some(n)) => {
-                    if let Ok(v) = serde_json::from_str::<Value>(n.payload()) {
-                        let _ = tx.send(v);
-                    }
-                }
-                // Reconnected: notifications may have been missed; clients re-read state.
-                Ok(None) => {
-                    let _ = tx.send(Value::Null);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "job events listener failed; retrying");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
-    });
-    Ok(())
+    jobs_core::listen::spawn_listener("job events listener", pool, CHANNEL, stop, move |n| {
+        let event = match n {
+            Notice::Payload(p) => match serde_json::from_str::<Value>(p) {
+                Ok(v) => v,
+                Err(_) => return,
+            },
+            Notice::Gap => Value::Null,
+        };
+        let _ = tx.send(event);
+    })
+    .await
 }
 
 /// `GET /v1/jobs/{id}/events`: a `job` event with the full document first, then a

@@ -136,15 +136,29 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/schedules/{id}/pause", post(schedules::pause))
         .route("/v1/schedules/{id}/resume", post(schedules::resume))
-        .route(
-            "/health/live",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
+        .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `503` while some loop of this process cannot be kept running (it keeps panicking or
+/// ending soon after each restart), naming it: the orchestrator then restarts the process.
+async fn live() -> impl IntoResponse {
+    let failing = jobs_core::supervise::Liveness::process().failing();
+    if failing.is_empty() {
+        return (StatusCode::OK, axum::Json(json!({"status": "ok"})));
+    }
+    let loops: Vec<_> = failing
+        .iter()
+        .map(|(name, cause)| json!({"loop": name, "last_failure": cause}))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": "failing", "failing": loops})),
+    )
 }
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {

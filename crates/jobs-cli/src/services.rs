@@ -153,6 +153,7 @@ impl Services {
             schedule: cfg.notifier.retry_schedule(),
             allow_private_networks: cfg.notifier.allow_private_networks,
             timeout: cfg.notifier.timeout(),
+            max_delay: cfg.queue.max_delay(),
             base_url: if cfg.api.public_url.is_empty() {
                 api_url.clone()
             } else {

@@ -17,6 +17,7 @@
 //! - [`queue`]: the queue transport trait with Service Bus semantics and its Postgres
 //!   implementation;
 //! - [`schedule`]: jobs fired on a cron expression in a time zone;
+//! - [`supervise`]: the loops a service runs, restarted when they fail, and liveness;
 //! - [`uploads`]: deleting uploads (by hand and by retention) in a crash-safe order.
 
 pub mod blob;
@@ -31,6 +32,7 @@ pub mod import;
 pub mod ingest;
 pub mod jobtype;
 pub mod kind;
+pub mod listen;
 pub mod messages;
 pub mod net;
 pub mod process;
@@ -40,6 +42,7 @@ pub mod schedule;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -3,6 +3,36 @@
 //! ranges, link-local — where cloud metadata endpoints live — and the like).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// `Retry-After` as seconds or as an HTTP date (relative to `now`), cut to `cap`. A remote
+/// party chooses this number: `Retry-After: 9000000000000` must neither overflow the time
+/// arithmetic that schedules the retry nor park the work for centuries. A number of
+/// seconds too large to read is taken as `cap`.
+pub fn retry_after(
+    headers: &reqwest::header::HeaderMap,
+    now: DateTime<Utc>,
+    cap: Duration,
+) -> Option<Duration> {
+    let text = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs = text.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs).min(cap));
+    }
+    let at = DateTime::parse_from_rfc2822(text).ok()?.with_timezone(&Utc);
+    Some(
+        at.signed_duration_since(now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(cap),
+    )
+}
 
 fn v4_public(ip: Ipv4Addr) -> bool {
     let [a, b, ..] = ip.octets();
@@ -43,6 +73,33 @@ pub fn is_public(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates_and_is_capped() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let cap = Duration::from_secs(3600);
+        let mut h = HeaderMap::new();
+        let mut says = |v: &'static str| {
+            h.insert(RETRY_AFTER, HeaderValue::from_static(v));
+            retry_after(&h, now, cap)
+        };
+        assert_eq!(says("3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            says("Thu, 01 Jan 2026 00:00:07 GMT"),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(says("Wed, 31 Dec 2025 23:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(says("soon"), None);
+        assert_eq!(says("-5"), None);
+        // What a hostile or broken receiver may say: cut to the cap, never an overflow.
+        assert_eq!(says("9000000000000"), Some(cap));
+        assert_eq!(says("99999999999999999999999999"), Some(cap));
+        assert_eq!(says("Fri, 31 Dec 9999 23:59:59 GMT"), Some(cap));
+        assert_eq!(retry_after(&HeaderMap::new(), now, cap), None);
+    }
 
     #[test]
     fn internal_addresses_are_not_public() {

@@ -1,6 +1,7 @@
 //! The start-up every service binary shares: `--config <file>`, configuration, telemetry
 //! (before the async runtime), the [`Runtime`], and a shutdown token cancelled by SIGTERM
-//! or Ctrl-C. A service's `main` is then one call:
+//! or Ctrl-C. A supervised loop that cannot be kept running ([`crate::supervise`]) stops
+//! the service with an error. A service's `main` is then one call:
 //!
 //! ```ignore
 //! fn main() -> std::process::ExitCode {
@@ -71,7 +72,24 @@ where
         let stop = CancellationToken::new();
         tokio::spawn(cancel_on_signal(stop.clone()));
         tracing::info!(service = name, "started");
-        run(runtime, stop).await
+        // A loop that cannot be kept running takes the process down (it has no liveness
+        // probe of its own to fail), after the others finish what they hold.
+        let liveness = crate::supervise::Liveness::process();
+        let running = run(runtime, stop.clone());
+        tokio::pin!(running);
+        tokio::select! {
+            outcome = &mut running => outcome,
+            () = liveness.lost() => {
+                let failing: Vec<String> = liveness
+                    .failing()
+                    .into_iter()
+                    .map(|(name, cause)| format!("{name} ({cause})"))
+                    .collect();
+                stop.cancel();
+                let _ = running.await;
+                Err(format!("stopping: a loop keeps failing: {}", failing.join("; ")).into())
+            }
+        }
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,7 @@ use jobs_core::queue::outbox::TxSender;
 use jobs_core::queue::{DeadLetter, OutgoingMessage, QueueError, ReceivedMessage, Transport};
 use jobs_core::schedule::ScheduleError;
 use jobs_core::store::{Job, JobStore, PlanOutcome, PlannedItem, StoreError};
+use jobs_core::supervise::spawn_supervised;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -379,8 +380,18 @@ pub async fn handle_dead_letter(
 /// Plans jobs, fires schedules and deletes expired uploads until `shutdown` is cancelled,
 /// sweeping the jobs queue's dead letters.
 pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {
-    let schedules = tokio::spawn(schedules::fire_until_stopped(ctx.clone(), shutdown.clone()));
-    let uploads = tokio::spawn(uploads::sweep_until_stopped(ctx.clone(), shutdown.clone()));
+    let schedules = {
+        let (ctx, stop) = (ctx.clone(), shutdown.clone());
+        spawn_supervised("enqueuer: schedules", shutdown.clone(), move || {
+            schedules::fire_until_stopped(ctx.clone(), stop.clone())
+        })
+    };
+    let uploads = {
+        let (ctx, stop) = (ctx.clone(), shutdown.clone());
+        spawn_supervised("enqueuer: upload sweep", shutdown.clone(), move || {
+            uploads::sweep_until_stopped(ctx.clone(), stop.clone())
+        })
+    };
     let sweeper = {
         let (ctx, transport, queue, stop) = (
             ctx.clone(),
@@ -388,18 +399,14 @@ pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: Cancellation
             ctx.queues.jobs.clone(),
             shutdown.clone(),
         );
+        let pool = ctx.store.pool().clone();
         tokio::spawn(async move {
-            let handle = |dead| {
+            let handle = move |dead| {
                 let ctx = ctx.clone();
                 async move { handle_dead_letter(&ctx, dead).await }
             };
             jobs_core::queue::consume::sweep_dead_letters_until_stopped(
-                "enqueuer",
-                transport,
-                ctx.store.pool().clone(),
-                queue,
-                stop,
-                handle,
+                "enqueuer", transport, pool, queue, stop, handle,
             )
             .await;
         })

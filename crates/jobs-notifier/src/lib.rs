@@ -36,6 +36,9 @@ pub struct NotifierContext {
     pub allow_private_networks: bool,
     /// Per-attempt timeout (a client pinned to the checked address is built per delivery).
     pub timeout: Duration,
+    /// The longest wait before a retry: a receiver's `Retry-After` is cut to it
+    /// (`queue.max_delay_secs`).
+    pub max_delay: Duration,
 }
 
 impl Consumer for NotifierContext {
@@ -160,7 +163,10 @@ pub async fn handle_message(
                 match next {
                     Some(delay) => {
                         let jitter = 0.8 + 0.4 * rand::random::<f64>();
-                        let delay = delay.mul_f64(jitter).max(retry_after.unwrap_or_default());
+                        let delay = delay
+                            .mul_f64(jitter)
+                            .max(retry_after.unwrap_or_default())
+                            .min(ctx.max_delay);
                         tracing::warn!(%error, ?delay, "webhook delivery failed; will retry");
                         settle(ctx.transport.abandon(q, &msg.lock, delay).await)
                     }
@@ -256,12 +262,8 @@ async fn deliver(
     match sent {
         Ok(resp) if resp.status().is_success() => Delivery::Delivered(resp.status().as_u16()),
         Ok(resp) => {
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after =
+                jobs_core::net::retry_after(resp.headers(), chrono::Utc::now(), ctx.max_delay);
             Delivery::Failed {
                 status: Some(resp.status().as_u16()),
                 error: format!("the receiver answered {}", resp.status()),

@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
             schedule: cfg.notifier.retry_schedule(),
             allow_private_networks: cfg.notifier.allow_private_networks,
             timeout: cfg.notifier.timeout(),
+            max_delay: cfg.queue.max_delay(),
             base_url,
         });
         jobs_notifier::run_until_stopped(ctx, 4, stop).await;

@@ -133,13 +133,7 @@ async fn handle(
                 let why = format!("gave up after {} deliveries: {reason}", msg.delivery_count);
                 return fail_item(ctx, msg, item, &job, MAX_DELIVERY_REASON, &why).await;
             }
-            let delay = retry_after.unwrap_or_else(|| {
-                backoff(
-                    msg.delivery_count,
-                    ctx.settings.retry_base,
-                    ctx.settings.retry_cap,
-                )
-            });
+            let delay = retry_delay(ctx, msg.delivery_count, retry_after);
             tracing::info!(%reason, ?delay, "work item will be retried");
             ctx.store.record_attempt(job.id, item.seq, &reason).await?;
             settle(ctx, ctx.transport.abandon(queue, &msg.lock, delay).await)
@@ -275,13 +269,7 @@ async fn finalize(
             reason,
             retry_after,
         }) if msg.delivery_count < ctx.settings.max_delivery_count => {
-            let delay = retry_after.unwrap_or_else(|| {
-                backoff(
-                    msg.delivery_count,
-                    ctx.settings.retry_base,
-                    ctx.settings.retry_cap,
-                )
-            });
+            let delay = retry_delay(ctx, msg.delivery_count, retry_after);
             tracing::info!(%reason, ?delay, "finalization will be retried");
             settle(ctx, ctx.transport.abandon(queue, &msg.lock, delay).await)
         }
@@ -366,4 +354,13 @@ pub(crate) async fn handle_dead_letter(
         Ok(_) | Err(jobs_core::store::StoreError::UnknownItem { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// How long a retried message waits: what the processor asked for (a source's
+/// `Retry-After`), else the back-off; either way at most `queue.max_delay_secs`.
+fn retry_delay(ctx: &WorkerContext, delivery_count: u32, asked: Option<Duration>) -> Duration {
+    let s = &ctx.settings;
+    asked
+        .unwrap_or_else(|| backoff(delivery_count, s.retry_base, s.retry_cap))
+        .min(s.max_delay)
 }

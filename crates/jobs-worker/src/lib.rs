@@ -73,6 +73,8 @@ pub struct WorkerSettings {
     pub max_delivery_count: u32,
     /// The work queue's lock duration: locks are renewed at half of it.
     pub lock_duration: Duration,
+    /// The longest delay before a retry, a processor's `retry_after` included.
+    pub max_delay: Duration,
 }
 
 impl WorkerSettings {
@@ -83,6 +85,7 @@ impl WorkerSettings {
             retry_cap: cfg.worker.retry_cap(),
             max_delivery_count: cfg.queue.max_delivery_count,
             lock_duration: cfg.queue.lock_duration(),
+            max_delay: cfg.queue.max_delay(),
         }
     }
 }
@@ -124,18 +127,14 @@ pub async fn run_until_stopped(ctx: Arc<WorkerContext>, shutdown: CancellationTo
             ctx.queues.work.clone(),
             shutdown.clone(),
         );
+        let pool = ctx.store.pool().clone();
         tokio::spawn(async move {
-            let handle = |dead| {
+            let handle = move |dead| {
                 let ctx = ctx.clone();
                 async move { handle::handle_dead_letter(&ctx, dead).await }
             };
             jobs_core::queue::consume::sweep_dead_letters_until_stopped(
-                "worker",
-                transport,
-                ctx.store.pool().clone(),
-                queue,
-                stop,
-                handle,
+                "worker", transport, pool, queue, stop, handle,
             )
             .await;
         })

@@ -144,3 +144,97 @@ async fn finished_jobs_are_announced_with_signed_retried_webhooks() {
     assert_eq!(attempts[1].1, Some(204));
     stack.stop().await;
 }
+
+/// A receiver on loopback that answers every call `503` with `Retry-After: 9000000000000`
+/// (about 285,000 years); counts its calls.
+async fn hostile_receiver() -> (String, Arc<Mutex<u32>>) {
+    let calls = Arc::new(Mutex::new(0u32));
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(calls): axum::extract::State<Arc<Mutex<u32>>>| async move {
+                    *calls.lock().unwrap() += 1;
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [("retry-after", "9000000000000")],
+                    )
+                },
+            ),
+        )
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+/// On Service Bus (the in-repo double), a receiver asking to be retried in 285,000 years
+/// used to overflow the abandon's time arithmetic and panic the notifier's loop: six such
+/// jobs stopped all four loops, and every other tenant's webhooks with them. Now the delay
+/// is cut to `queue.max_delay_secs`, and the next job's webhook still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_asking_for_centuries_stops_no_one_elses_webhooks() {
+    let double = servicebus_double::ServiceBusDouble::start(Default::default())
+        .await
+        .unwrap();
+    let stack = Stack::start(
+        Parts::ALL,
+        &format!(
+            "[queue]\ntransport = \"servicebus\"\nservicebus_connection_string = \"{}\"\n",
+            double.connection_string()
+        ),
+    )
+    .await;
+    let (hostile, hostile_calls) = hostile_receiver().await;
+    let liveness = jobs_core::supervise::Liveness::process();
+    let restarts_before = liveness.restarts("notifier");
+    let submit = |url: String| {
+        let stack = &stack;
+        async move {
+            let (status, job) = stack
+                .post("/v1/jobs", &json!({"kind": "export", "export": {"dataset": "things"}, "notify": {"webhook_url": url}}))
+                .await;
+            assert_eq!(status, 202, "{job}");
+            job["id"]
+                .as_str()
+                .unwrap()
+                .parse::<jobs_core::JobId>()
+                .unwrap()
+        }
+    };
+    let mut hostile_jobs = Vec::new();
+    for _ in 0..6 {
+        hostile_jobs.push(submit(hostile.clone()).await);
+    }
+    // Every hostile job's first attempt is made and recorded.
+    let store = &stack.runtime().store;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for id in &hostile_jobs {
+        loop {
+            let attempts = store.webhook_attempts(*id).await.unwrap();
+            if !attempts.is_empty() {
+                assert_eq!(attempts[0].1, Some(503), "{attempts:?}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "job {id}: no attempt");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // Then an ordinary receiver still gets its webhook.
+    let (url, _, mut calls) = receiver().await;
+    submit(url).await;
+    tokio::time::timeout(std::time::Duration::from_secs(60), calls.recv())
+        .await
+        .expect("the next job's webhook never came: the notifier's loops are stuck")
+        .unwrap();
+    assert_eq!(
+        *hostile_calls.lock().unwrap(),
+        6,
+        "each hostile job was tried once"
+    );
+    // No notifier loop died on the way (a dead one is restarted, and counted).
+    assert_eq!(liveness.restarts("notifier"), restarts_before);
+    assert!(liveness.is_live(), "{:?}", liveness.failing());
+    stack.stop().await;
+}

@@ -78,6 +78,7 @@ pub struct QueueConfig {
     pub dedupe_window_secs: u64,
     pub maintenance_interval_ms: u64,
     pub vacuum_dead_rows: u64,
+    pub max_delay_secs: u64,
     pub servicebus_connection_string: SecretString,
 }
 
@@ -165,6 +166,15 @@ impl Config {
         }
         if !(1..=3600).contains(&self.queue.lock_duration_secs) {
             return invalid("queue.lock_duration_secs", "must be between 1 and 3600");
+        }
+        if !(1..=crate::queue::MAX_DELAY.as_secs()).contains(&self.queue.max_delay_secs) {
+            return invalid(
+                "queue.max_delay_secs",
+                &format!(
+                    "must be between 1 and {}",
+                    crate::queue::MAX_DELAY.as_secs()
+                ),
+            );
         }
         if !(1..=1000).contains(&self.queue.max_delivery_count) {
             return invalid("queue.max_delivery_count", "must be between 1 and 1000");
@@ -309,6 +319,20 @@ impl Config {
                 "needs a positive timeout and at least one retry".into(),
             );
         }
+        if let Some(long) = self
+            .notifier
+            .retry_schedule_secs
+            .iter()
+            .find(|s| **s > self.queue.max_delay_secs)
+        {
+            return invalid(
+                "notifier.retry_schedule_secs",
+                format!(
+                    "{long} is longer than queue.max_delay_secs ({})",
+                    self.queue.max_delay_secs
+                ),
+            );
+        }
         if !(100..=60_000).contains(&self.schedules.tick_interval_ms) {
             return invalid(
                 "schedules.tick_interval_ms",
@@ -383,6 +407,11 @@ impl QueueConfig {
 
     pub fn lock_duration(&self) -> Duration {
         Duration::from_secs(self.lock_duration_secs)
+    }
+
+    /// The longest delay before a retry, whoever asks for it (see `max_delay_secs`).
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_secs(self.max_delay_secs)
     }
 
     pub fn dedupe_window(&self) -> Duration {

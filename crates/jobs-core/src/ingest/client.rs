@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -104,7 +104,9 @@ impl SourceClient {
             })?;
             return Ok(Answer { body, latency });
         }
-        let retry_after = retry_after(response.headers(), Utc::now());
+        // Cut to the queue's longest delay here; the worker cuts it to `queue.max_delay_secs`.
+        let retry_after =
+            crate::net::retry_after(response.headers(), Utc::now(), crate::queue::MAX_DELAY);
         if status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || status.is_server_error()
@@ -143,50 +145,7 @@ fn transport_error(what: &str, e: reqwest::Error) -> FetchError {
     }
 }
 
-/// `Retry-After` as seconds or as an HTTP date, relative to `now`.
-pub fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let text = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(text).ok()?.with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
 /// The value at JSON pointer `pointer` (`""` is the whole document).
 pub fn at_pointer<'a>(body: &'a Value, pointer: &str) -> Option<&'a Value> {
     body.pointer(pointer)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-
-    #[test]
-    fn retry_after_takes_seconds_and_dates() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h, now), None);
-        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(3)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Thu, 01 Jan 2026 00:00:07 GMT"),
-        );
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 31 Dec 2025 23:00:00 GMT"),
-        );
-        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h, now), None);
-    }
 }

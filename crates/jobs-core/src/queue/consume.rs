@@ -18,6 +18,7 @@ use sqlx::types::Json;
 
 use super::{DeadLetter, QueueError, QueueName, ReceivedMessage, Transport};
 use crate::process::backoff;
+use crate::supervise::supervise;
 
 /// Takes a message out of circulation with a reason: dead-letters it where the transport
 /// can, otherwise (Service Bus's REST API) records it in `offload.parked_messages` and
@@ -75,7 +76,9 @@ pub trait Consumer: Sync {
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs `concurrency` receive loops on `queue` until `shutdown` is cancelled, handing each
-/// message to `handle`.
+/// message to `handle`. Each loop is supervised ([`crate::supervise`]): one that panics
+/// (a handler's bug, a remote answer no one foresaw) is logged and started again, and the
+/// message it held comes back when its lock expires.
 pub async fn consume_until_stopped<H, Fut, E>(
     name: &'static str,
     transport: Arc<dyn Transport>,
@@ -85,51 +88,79 @@ pub async fn consume_until_stopped<H, Fut, E>(
     handle: H,
 ) where
     H: Fn(ReceivedMessage) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send,
-    E: Display + From<QueueError> + Send,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Display + From<QueueError> + Send + 'static,
 {
+    let liveness = crate::supervise::Liveness::process();
     let mut loops = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
+    for i in 0..concurrency.max(1) {
         let (transport, queue, shutdown, handle) = (
             transport.clone(),
             queue.clone(),
             shutdown.clone(),
             handle.clone(),
         );
+        let label = format!("{name}: receive loop {i} on {queue}");
+        let liveness = liveness.clone();
         loops.spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                let received = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    r = transport.receive(&queue, 1, RECEIVE_WAIT) => r,
-                };
-                let step = match received {
-                    Ok(mut msgs) => match msgs.pop() {
-                        Some(msg) => handle(msg).await,
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(E::from(e)),
-                };
-                match step {
-                    Ok(()) => failures = 0,
-                    Err(e) => {
-                        failures += 1;
-                        let pause = backoff(
-                            failures,
-                            Duration::from_millis(200),
-                            Duration::from_secs(10),
-                        );
-                        tracing::warn!(service = name, error = %e, ?pause, "step failed; pausing");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                    }
-                }
-            }
+            let stop = shutdown.clone();
+            supervise(&label, &liveness, &stop, move || {
+                receive_until_stopped(
+                    name,
+                    transport.clone(),
+                    queue.clone(),
+                    shutdown.clone(),
+                    handle.clone(),
+                )
+            })
+            .await;
         });
     }
     while loops.join_next().await.is_some() {}
+}
+
+/// One receive loop of [`consume_until_stopped`].
+async fn receive_until_stopped<H, Fut, E>(
+    name: &'static str,
+    transport: Arc<dyn Transport>,
+    queue: QueueName,
+    shutdown: CancellationToken,
+    handle: H,
+) where
+    H: Fn(ReceivedMessage) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display + From<QueueError>,
+{
+    let mut failures = 0u32;
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = transport.receive(&queue, 1, RECEIVE_WAIT) => r,
+        };
+        let step = match received {
+            Ok(mut msgs) => match msgs.pop() {
+                Some(msg) => handle(msg).await,
+                None => Ok(()),
+            },
+            Err(e) => Err(E::from(e)),
+        };
+        match step {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                let pause = backoff(
+                    failures,
+                    Duration::from_millis(200),
+                    Duration::from_secs(10),
+                );
+                tracing::warn!(service = name, error = %e, ?pause, "step failed; pausing");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Records a message taken out of circulation in `offload.parked_messages`.
@@ -209,7 +240,40 @@ where
 /// Sweeps the dead letters of `queue` until `shutdown`: every [`SWEEP_EVERY`] those after
 /// the last one seen, and every [`FULL_SWEEP_EVERY`] all of them, because dead letters can
 /// arrive out of sequence order (a lock that expires late). `handle` must be idempotent.
+/// Supervised like the receive loops: a sweep that panics starts again with a full pass.
 pub async fn sweep_dead_letters_until_stopped<H, Fut, E>(
+    name: &'static str,
+    transport: Arc<dyn Transport>,
+    db: PgPool,
+    queue: QueueName,
+    shutdown: CancellationToken,
+    handle: H,
+) where
+    H: Fn(DeadLetter) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Display + From<QueueError> + 'static,
+{
+    let label = format!("{name}: dead-letter sweep of {queue}");
+    let stop = shutdown.clone();
+    supervise(
+        &label,
+        &crate::supervise::Liveness::process(),
+        &stop,
+        move || {
+            sweep_until_stopped(
+                name,
+                transport.clone(),
+                db.clone(),
+                queue.clone(),
+                shutdown.clone(),
+                handle.clone(),
+            )
+        },
+    )
+    .await;
+}
+
+async fn sweep_until_stopped<H, Fut, E>(
     name: &'static str,
     transport: Arc<dyn Transport>,
     db: PgPool,

@@ -41,6 +41,10 @@ pub use servicebus::{ConnectionString, ServiceBusTransport};
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Longest message id accepted, as Service Bus.
 pub const MAX_MESSAGE_ID_LEN: usize = 128;
+/// The longest an abandon holds a message back: a longer delay is cut to this, whoever
+/// asked for it. (Services cut remote-supplied delays to `queue.max_delay_secs` first; this
+/// is the transports' own guard, so no delay can overflow their time arithmetic.)
+pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A queue's name: 1–100 characters of ASCII letters, digits, `.`, `-` and `_`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -336,8 +340,9 @@ pub trait Transport: Send + Sync + fmt::Debug {
         Ok(lost)
     }
 
-    /// Releases the lock; the message is receivable again after `delay`. When the message
-    /// has reached the max delivery count it goes to the dead-letter queue instead.
+    /// Releases the lock; the message is receivable again after `delay` (at most
+    /// [`MAX_DELAY`]). When the message has reached the max delivery count it goes to the
+    /// dead-letter queue instead.
     async fn abandon(
         &self,
         queue: &QueueName,

@@ -203,6 +203,17 @@ impl Outbox {
     /// Relays until `shutdown`: when woken after a commit, and every second for rows left
     /// by other processes. A failing broker pauses the relay with a growing back-off.
     pub async fn relay_until_stopped(self, shutdown: CancellationToken) {
+        let stop = shutdown.clone();
+        crate::supervise::supervise(
+            "outbox relay",
+            &crate::supervise::Liveness::process(),
+            &stop,
+            move || self.clone().relay_loop(shutdown.clone()),
+        )
+        .await;
+    }
+
+    async fn relay_loop(self, shutdown: CancellationToken) {
         let mut failures = 0u32;
         loop {
             match self.relay_once().await {

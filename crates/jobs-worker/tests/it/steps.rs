@@ -128,6 +128,7 @@ async fn harness(lock: Duration, max_delivery: u32) -> Harness {
             retry_cap: Duration::from_millis(1),
             max_delivery_count: max_delivery,
             lock_duration: lock,
+            max_delay: Duration::from_secs(3600),
         },
     };
     Harness {

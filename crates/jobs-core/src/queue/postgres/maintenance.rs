@@ -29,34 +29,39 @@ pub(super) struct Maintenance {
 }
 
 pub(super) fn spawn(pool: PgPool, m: Maintenance, stop: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(m.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut next_purge = Instant::now() + PURGE_EVERY;
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if Instant::now() >= next_purge {
-                next_purge = Instant::now() + PURGE_EVERY;
-                match purge_expired_dedupe(&pool).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::debug!(purged = n, "purged expired duplicate-detection history")
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "purging duplicate-detection history failed")
-                    }
+    let shutdown = stop.clone();
+    crate::supervise::spawn_supervised("queue maintenance", shutdown, move || {
+        run_until_stopped(pool.clone(), m, stop.clone())
+    });
+}
+
+async fn run_until_stopped(pool: PgPool, m: Maintenance, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(m.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_purge = Instant::now() + PURGE_EVERY;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if Instant::now() >= next_purge {
+            next_purge = Instant::now() + PURGE_EVERY;
+            match purge_expired_dedupe(&pool).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(purged = n, "purged expired duplicate-detection history")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging duplicate-detection history failed")
                 }
             }
-            if m.vacuum_dead_rows > 0
-                && let Err(e) = vacuum_if_needed(&pool, m.vacuum_dead_rows).await
-            {
-                tracing::warn!(error = %e, "vacuuming the queue tables failed");
-            }
         }
-    });
+        if m.vacuum_dead_rows > 0
+            && let Err(e) = vacuum_if_needed(&pool, m.vacuum_dead_rows).await
+        {
+            tracing::warn!(error = %e, "vacuuming the queue tables failed");
+        }
+    }
 }
 
 /// Vacuums each queue table holding at least `threshold` dead rows. Returns the tables

@@ -439,7 +439,8 @@ impl Transport for PgTransport {
         lock: &LockToken,
         delay: Duration,
     ) -> Result<(), QueueError> {
-        self.release(queue, lock, delay, None).await
+        self.release(queue, lock, delay.min(super::MAX_DELAY), None)
+            .await
     }
 
     async fn dead_letter(

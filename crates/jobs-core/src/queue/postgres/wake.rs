@@ -8,10 +8,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use crate::listen::Notice;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -46,35 +45,16 @@ impl Wakers {
 }
 
 /// Connects a listener now (so a failure shows at start-up) and spawns the task that feeds
-/// `wakers` until `stop` is cancelled.
+/// `wakers` until `stop` is cancelled. After a gap (the connection lost) every waiter looks
+/// for itself: receivers fall back to polling until the listener is back.
 pub(super) async fn spawn_listener(
     pool: &PgPool,
     wakers: Arc<Wakers>,
     stop: CancellationToken,
 ) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    tokio::spawn(async move {
-        loop {
-            let next = tokio::select! {
-                () = stop.cancelled() => return,
-                n = listener.try_recv() => n,
-            };
-            match next {
-                Ok(Some(n)) => wakers.wake(n.payload()),
-                // The connection was lost and is being re-established: notifications sent
-                // meanwhile are gone, so let every waiter look for itself.
-                Ok(None) => wakers.wake_all(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "queue listener failed; receivers fall back to polling until it reconnects");
-                    wakers.wake_all();
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
-    });
-    Ok(())
+    crate::listen::spawn_listener("queue listener", pool, CHANNEL, stop, move |n| match n {
+        Notice::Payload(queue) => wakers.wake(queue),
+        Notice::Gap => wakers.wake_all(),
+    })
+    .await
 }

@@ -311,7 +311,7 @@ impl Transport for ServiceBusTransport {
         // which duplicate detection drops.
         let mut copy =
             OutgoingMessage::new(format!("abandoned:{}", lock_token.sequence), held.body)
-                .scheduled_at(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+                .scheduled_at(after(Utc::now(), delay.min(super::MAX_DELAY)));
         copy.properties = held.properties;
         copy.properties.insert(ORIGINAL_ID.into(), held.message_id);
         copy.properties
@@ -345,11 +345,7 @@ impl Transport for ServiceBusTransport {
             .and_then(|s| atom::parse_rfc1123(&s).ok());
         let until = match told {
             Some(t) => t,
-            None => {
-                Utc::now()
-                    + chrono::Duration::from_std(self.lock_duration(queue).await?)
-                        .unwrap_or_default()
-            }
+            None => after(Utc::now(), self.lock_duration(queue).await?),
         };
         if let Some(h) = lock(&self.held).get_mut(&lock_token.token) {
             h.locked_until = until;
@@ -499,4 +495,12 @@ impl Transport for ServiceBusTransport {
             dead_lettered: d.dead_lettered,
         })
     }
+}
+
+/// `now + d`, saturating: never the panic of `DateTime + TimeDelta` on overflow.
+pub(super) fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -239,12 +239,16 @@ impl ServiceBusTransport {
             Some(t) => t,
             None => {
                 let lock_for = self.lock_duration(queue).await?;
-                now + chrono::Duration::from_std(lock_for).unwrap_or_default()
+                super::after(now, lock_for)
             }
         };
         let mut held = lock(&self.held);
         // Forget locks long expired (their holder never settled them).
-        held.retain(|_, h| h.locked_until + chrono::Duration::minutes(1) > now);
+        held.retain(|_, h| {
+            h.locked_until
+                .checked_add_signed(chrono::TimeDelta::minutes(1))
+                .is_none_or(|t| t > now)
+        });
         held.insert(
             token,
             Held {
