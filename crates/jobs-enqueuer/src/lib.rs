@@ -424,6 +424,7 @@ async fn plan_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationTok
         transport,
         queue,
         1,
+        ctx.env.cfg.queue.shutdown_grace(),
         shutdown,
         move |msg| {
             let ctx = ctx.clone();

@@ -295,11 +295,14 @@ pub async fn run_until_stopped(
     shutdown: CancellationToken,
 ) {
     let (transport, queue) = (ctx.transport.clone(), ctx.queues.events.clone());
+    // A delivery in progress at shutdown is bounded by its own timeout: let it end.
+    let grace = ctx.timeout + Duration::from_secs(1);
     jobs_core::queue::consume::consume_until_stopped(
         "notifier",
         transport,
         queue,
         concurrency,
+        grace,
         shutdown,
         move |msg| {
             let ctx = ctx.clone();

@@ -75,6 +75,8 @@ pub struct WorkerSettings {
     pub lock_duration: Duration,
     /// The longest delay before a retry, a processor's `retry_after` included.
     pub max_delay: Duration,
+    /// How long an item being processed at shutdown may take before it is given back.
+    pub shutdown_grace: Duration,
 }
 
 impl WorkerSettings {
@@ -86,6 +88,7 @@ impl WorkerSettings {
             max_delivery_count: cfg.queue.max_delivery_count,
             lock_duration: cfg.queue.lock_duration(),
             max_delay: cfg.queue.max_delay(),
+            shutdown_grace: cfg.queue.shutdown_grace(),
         }
     }
 }
@@ -139,16 +142,18 @@ pub async fn run_until_stopped(ctx: Arc<WorkerContext>, shutdown: CancellationTo
             .await;
         })
     };
-    let (transport, queue, n) = (
+    let (transport, queue, n, grace) = (
         ctx.transport.clone(),
         ctx.queues.work.clone(),
         ctx.settings.concurrency,
+        ctx.settings.shutdown_grace,
     );
     jobs_core::queue::consume::consume_until_stopped(
         "worker",
         transport,
         queue,
         n,
+        grace,
         shutdown,
         move |msg| {
             let ctx = ctx.clone();

@@ -79,6 +79,7 @@ pub struct QueueConfig {
     pub maintenance_interval_ms: u64,
     pub vacuum_dead_rows: u64,
     pub max_delay_secs: u64,
+    pub shutdown_grace_secs: u64,
     pub servicebus_connection_string: SecretString,
 }
 
@@ -407,6 +408,11 @@ impl QueueConfig {
 
     pub fn lock_duration(&self) -> Duration {
         Duration::from_secs(self.lock_duration_secs)
+    }
+
+    /// How long a message being handled at shutdown may take before it is given back.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
     }
 
     /// The longest delay before a retry, whoever asks for it (see `max_delay_secs`).

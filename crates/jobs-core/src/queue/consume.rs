@@ -74,16 +74,28 @@ pub trait Consumer: Sync {
 
 /// How long an idle loop waits for a message before looking again.
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(5);
+/// At shutdown, how long a receive already under way may take to answer: a message it
+/// locked meanwhile is given back at once rather than left locked.
+pub const RECEIVE_GRACE: Duration = Duration::from_millis(500);
 
 /// Runs `concurrency` receive loops on `queue` until `shutdown` is cancelled, handing each
-/// message to `handle`. Each loop is supervised ([`crate::supervise`]): one that panics
-/// (a handler's bug, a remote answer no one foresaw) is logged and started again, and the
-/// message it held comes back when its lock expires.
+/// message to `handle`.
+///
+/// At shutdown a loop receives nothing more: a receive under way gets [`RECEIVE_GRACE`] to
+/// answer, and a message it brings is abandoned at once (no delay), so another consumer
+/// takes it without waiting for the lock to expire. A message being handled gets `grace`
+/// to finish; past that its handling is dropped and the message abandoned the same way
+/// (handlers are idempotent: the next delivery does it again).
+///
+/// Each loop is supervised ([`crate::supervise`]): one that panics (a handler's bug, a
+/// remote answer no one foresaw) is logged and started again, and the message it held
+/// comes back when its lock expires.
 pub async fn consume_until_stopped<H, Fut, E>(
     name: &'static str,
     transport: Arc<dyn Transport>,
     queue: QueueName,
     concurrency: usize,
+    grace: Duration,
     shutdown: CancellationToken,
     handle: H,
 ) where
@@ -94,24 +106,20 @@ pub async fn consume_until_stopped<H, Fut, E>(
     let liveness = crate::supervise::Liveness::process();
     let mut loops = tokio::task::JoinSet::new();
     for i in 0..concurrency.max(1) {
-        let (transport, queue, shutdown, handle) = (
-            transport.clone(),
-            queue.clone(),
-            shutdown.clone(),
-            handle.clone(),
-        );
+        let one = ReceiveLoop {
+            name,
+            transport: transport.clone(),
+            queue: queue.clone(),
+            grace,
+            shutdown: shutdown.clone(),
+        };
+        let handle = handle.clone();
         let label = format!("{name}: receive loop {i} on {queue}");
         let liveness = liveness.clone();
         loops.spawn(async move {
-            let stop = shutdown.clone();
+            let stop = one.shutdown.clone();
             supervise(&label, &liveness, &stop, move || {
-                receive_until_stopped(
-                    name,
-                    transport.clone(),
-                    queue.clone(),
-                    shutdown.clone(),
-                    handle.clone(),
-                )
+                one.clone().run_until_stopped(handle.clone())
             })
             .await;
         });
@@ -120,45 +128,116 @@ pub async fn consume_until_stopped<H, Fut, E>(
 }
 
 /// One receive loop of [`consume_until_stopped`].
-async fn receive_until_stopped<H, Fut, E>(
+#[derive(Clone)]
+struct ReceiveLoop {
     name: &'static str,
     transport: Arc<dyn Transport>,
     queue: QueueName,
+    grace: Duration,
     shutdown: CancellationToken,
-    handle: H,
-) where
-    H: Fn(ReceivedMessage) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: Display + From<QueueError>,
-{
-    let mut failures = 0u32;
-    loop {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = transport.receive(&queue, 1, RECEIVE_WAIT) => r,
-        };
-        let step = match received {
-            Ok(mut msgs) => match msgs.pop() {
-                Some(msg) => handle(msg).await,
-                None => Ok(()),
-            },
-            Err(e) => Err(E::from(e)),
-        };
-        match step {
-            Ok(()) => failures = 0,
-            Err(e) => {
-                failures += 1;
-                let pause = backoff(
-                    failures,
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                );
-                tracing::warn!(service = name, error = %e, ?pause, "step failed; pausing");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
+}
+
+impl ReceiveLoop {
+    async fn run_until_stopped<H, Fut, E>(self, handle: H)
+    where
+        H: Fn(ReceivedMessage) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Display + From<QueueError>,
+    {
+        let mut failures = 0u32;
+        while let Some(received) = self.receive().await {
+            let step = match received {
+                Ok(mut msgs) => match msgs.pop() {
+                    Some(msg) => self.handle_within_grace(&handle, msg).await,
+                    None => Ok(()),
+                },
+                Err(e) => Err(E::from(e)),
+            };
+            match step {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    let pause = backoff(
+                        failures,
+                        Duration::from_millis(200),
+                        Duration::from_secs(10),
+                    );
+                    tracing::warn!(service = self.name, error = %e, ?pause, "step failed; pausing");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
+        }
+    }
+
+    /// The next receive's answer; `None` at shutdown (what a receive under way brought
+    /// then is given back).
+    async fn receive(&self) -> Option<Result<Vec<ReceivedMessage>, QueueError>> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        let receiving = self.transport.receive(&self.queue, 1, RECEIVE_WAIT);
+        tokio::pin!(receiving);
+        tokio::select! {
+            r = &mut receiving => return Some(r),
+            () = self.shutdown.cancelled() => {}
+        }
+        if let Ok(Ok(msgs)) = tokio::time::timeout(RECEIVE_GRACE, receiving).await {
+            for msg in msgs {
+                self.give_back(&msg.lock).await;
+            }
+        }
+        None
+    }
+
+    /// Handles `msg`; at shutdown, gives the handler `grace` to finish, then gives the
+    /// message back.
+    async fn handle_within_grace<H, Fut, E>(
+        &self,
+        handle: &H,
+        msg: ReceivedMessage,
+    ) -> Result<(), E>
+    where
+        H: Fn(ReceivedMessage) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+    {
+        let lock = msg.lock;
+        let handling = handle(msg);
+        tokio::pin!(handling);
+        let grace_over = async {
+            self.shutdown.cancelled().await;
+            tokio::time::sleep(self.grace).await;
+        };
+        tokio::select! {
+            r = &mut handling => r,
+            () = grace_over => {
+                tracing::warn!(
+                    service = self.name,
+                    sequence = lock.sequence,
+                    grace = ?self.grace,
+                    "shutting down: a message still being handled is given back"
+                );
+                self.give_back(&lock).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Abandons a message with no delay, so that another consumer takes it now.
+    async fn give_back(&self, lock: &super::LockToken) {
+        match self
+            .transport
+            .abandon(&self.queue, lock, Duration::ZERO)
+            .await
+        {
+            Ok(()) | Err(QueueError::LockLost { .. }) => {}
+            Err(e) => tracing::warn!(
+                service = self.name,
+                error = %e,
+                "giving a message back failed; it returns when its lock expires"
+            ),
         }
     }
 }

@@ -26,6 +26,8 @@ const WAIT: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Scripted {
     calls: Mutex<HashMap<u32, u32>>,
+    /// Told when a `stuck` item starts.
+    stuck: tokio::sync::Notify,
 }
 
 #[async_trait]
@@ -58,6 +60,11 @@ impl Processor for Scripted {
             "slow" => {
                 tokio::time::sleep(Duration::from_millis(2500)).await;
                 Ok(json!({ "seq": item.seq }))
+            }
+            // Never ends by itself: only shutdown takes it off the worker.
+            "stuck" => {
+                self.stuck.notify_one();
+                std::future::pending().await
             }
             other => panic!("unknown mode {other}"),
         }
@@ -129,6 +136,7 @@ async fn harness(lock: Duration, max_delivery: u32) -> Harness {
             max_delivery_count: max_delivery,
             lock_duration: lock,
             max_delay: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(1),
         },
     };
     Harness {
@@ -140,7 +148,11 @@ async fn harness(lock: Duration, max_delivery: u32) -> Harness {
 
 /// A running job of kind `test` whose items have the given modes, with its messages sent.
 async fn job(h: &Harness, modes: &[&str]) -> JobId {
-    let store = &h.ctx.store;
+    job_on(&h.ctx, modes).await
+}
+
+async fn job_on(ctx: &WorkerContext, modes: &[&str]) -> JobId {
+    let store = &ctx.store;
     let new = NewJob {
         id: JobId::new(),
         tenant_id: TenantId::parse("t").unwrap(),
@@ -179,11 +191,7 @@ async fn job(h: &Harness, modes: &[&str]) -> JobId {
             .unwrap()
         })
         .collect();
-    h.ctx
-        .transport
-        .send(&h.ctx.queues.work, &msgs)
-        .await
-        .unwrap();
+    ctx.transport.send(&ctx.queues.work, &msgs).await.unwrap();
     id
 }
 
@@ -305,4 +313,58 @@ async fn a_slow_item_keeps_its_lock_by_renewing_it() {
     assert_eq!(h.processor.calls.lock().unwrap()[&0], 1);
     let item = &h.ctx.store.items(id).await.unwrap()[0];
     assert_eq!(item.status, "done");
+}
+
+/// At shutdown a worker takes nothing more, and an item it cannot finish within the grace
+/// period is given back at once: another worker receives it without waiting out the lock
+/// (60 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_gives_back_what_it_cannot_finish_and_takes_nothing_new() {
+    let h = harness(Duration::from_secs(60), 10).await;
+    job(&h, &["stuck"]).await;
+    let Harness {
+        _db,
+        ctx,
+        processor,
+    } = h;
+    let ctx = Arc::new(ctx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(jobs_worker::run_until_stopped(ctx.clone(), stop.clone()));
+    processor.stuck.notified().await;
+    let stopped = std::time::Instant::now();
+    stop.cancel();
+    // A message sent now is for another worker.
+    let later = job_on(&ctx, &["ok"]).await;
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the worker did not stop")
+        .unwrap();
+    let took = stopped.elapsed();
+    assert!(
+        took >= ctx.settings.shutdown_grace && took < Duration::from_secs(30),
+        "stopped after {took:?}"
+    );
+    // Both messages are there for the next worker now, the stuck one on its 2nd delivery.
+    let got = ctx
+        .transport
+        .receive(&ctx.queues.work, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    let mut seen: Vec<(String, u32)> = got
+        .iter()
+        .map(|m| (m.message_id.clone(), m.delivery_count))
+        .collect();
+    seen.sort();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().any(|(_, n)| *n == 2), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|(id, n)| id.starts_with(&later.to_string()) && *n == 1),
+        "{seen:?}"
+    );
+    assert_eq!(
+        processor.calls.lock().unwrap().len(),
+        1,
+        "only the stuck item ran"
+    );
 }
