@@ -57,10 +57,11 @@ type ParkedRow = (
 );
 
 pub async fn run(cmd: QueueCommand, cfg: &Config) -> anyhow::Result<()> {
-    let pool = jobs_core::db::connect(&cfg.database).await?;
+    let (store_connections, _) = cfg.database.pool_sizes(cfg.queue.transport);
+    let pool = jobs_core::db::connect_sized(&cfg.database, store_connections).await?;
     let transport: Arc<dyn Transport> = match cfg.queue.transport {
         TransportKind::Postgres => {
-            let mut options = PgTransportOptions::from_config(&cfg.queue);
+            let mut options = PgTransportOptions::from_config(cfg);
             options.listen_notify = false;
             Arc::new(PgTransport::start(pool.clone(), options).await?)
         }

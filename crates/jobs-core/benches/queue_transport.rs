@@ -239,7 +239,9 @@ async fn main() {
     .await
     .unwrap();
     // The transport as a service runs it: default options, maintenance included.
-    let options = PgTransportOptions::from_config(&Config::load(None).unwrap().queue);
+    let mut options = PgTransportOptions::from_config(&Config::load(None).unwrap());
+    // Receivers as many as the bench pool has connections, as the figures were measured.
+    options.receiver_connections = pool.options().get_max_connections();
     let transport = Arc::new(PgTransport::start(pool.clone(), options).await.unwrap());
     let mut b = Bench {
         transport,

@@ -37,12 +37,18 @@ pub fn connect_options(cfg: &DatabaseConfig) -> Result<PgConnectOptions, DbError
         .map_err(DbError::BadUrl)
 }
 
-/// Opens the process's pool and checks that Postgres answers.
+/// Opens a pool of `max_connections` and checks that Postgres answers.
 pub async fn connect(cfg: &DatabaseConfig) -> Result<PgPool, DbError> {
+    connect_sized(cfg, cfg.max_connections).await
+}
+
+/// Opens a pool of `size` connections (a share of `max_connections`; see
+/// [`DatabaseConfig::pool_sizes`]) and checks that Postgres answers.
+pub async fn connect_sized(cfg: &DatabaseConfig, size: u32) -> Result<PgPool, DbError> {
     let options = connect_options(cfg)?.application_name("offload");
     let (host, port) = (options.get_host().to_owned(), options.get_port());
     PgPoolOptions::new()
-        .max_connections(cfg.max_connections)
+        .max_connections(size)
         .acquire_timeout(cfg.connect_timeout())
         .connect_with(options)
         .await

@@ -46,7 +46,8 @@ pub struct Runtime {
 
 impl Runtime {
     pub async fn start(cfg: Arc<Config>) -> Result<Self, StartError> {
-        let pool = crate::db::connect(&cfg.database).await?;
+        let (store_connections, _) = cfg.database.pool_sizes(cfg.queue.transport);
+        let pool = crate::db::connect_sized(&cfg.database, store_connections).await?;
         let pending = crate::db::pending_migrations(&pool).await?;
         if pending > 0 {
             return Err(StartError::Schema(format!("{pending} migrations pending")));
@@ -54,8 +55,7 @@ impl Runtime {
         let (transport, tx_sender): (Arc<dyn Transport>, TxSender) = match cfg.queue.transport {
             TransportKind::Postgres => {
                 let pg = Arc::new(
-                    PgTransport::start(pool.clone(), PgTransportOptions::from_config(&cfg.queue))
-                        .await?,
+                    PgTransport::start(pool.clone(), PgTransportOptions::from_config(&cfg)).await?,
                 );
                 (pg.clone(), TxSender::Postgres(pg))
             }

@@ -170,6 +170,7 @@ impl TestDb {
             poll_interval: Duration::from_millis(50),
             maintenance_interval: Duration::from_secs(3600),
             vacuum_dead_rows: 0,
+            receiver_connections: 10,
         };
         Arc::new(PgTransport::start(self.pool.clone(), opts).await.unwrap())
     }

@@ -11,6 +11,7 @@ mod import_azure;
 mod import_errors;
 mod import_locks;
 mod ingest;
+mod pool;
 mod schedules;
 mod servicebus;
 mod support;

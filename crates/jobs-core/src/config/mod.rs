@@ -60,6 +60,22 @@ pub struct DatabaseConfig {
     pub connect_timeout_secs: u64,
 }
 
+impl DatabaseConfig {
+    /// How `max_connections` is shared with the Postgres transport: (the job store's pool,
+    /// the receivers' relaxed-commit pool). The receivers get a quarter (at least one);
+    /// LISTEN connections come out of the store's pool. With another transport the store's
+    /// pool has them all.
+    pub fn pool_sizes(&self, transport: TransportKind) -> (u32, u32) {
+        match transport {
+            TransportKind::Postgres => {
+                let receivers = (self.max_connections / 4).max(1);
+                (self.max_connections - receivers, receivers)
+            }
+            TransportKind::Servicebus => (self.max_connections, 0),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
@@ -156,8 +172,12 @@ impl Config {
             // The URL is a secret: say what is wrong without echoing it.
             return invalid("database.url", "must be a postgres:// or postgresql:// URL");
         }
-        if self.database.max_connections < 2 {
-            return invalid("database.max_connections", "must be at least 2");
+        if self.database.max_connections < 4 {
+            return invalid(
+                "database.max_connections",
+                "must be at least 4 (up to two LISTEN connections, the queue receivers' \
+                 share, and one for everything else)",
+            );
         }
         if self.database.connect_timeout_secs == 0 {
             return invalid("database.connect_timeout_secs", "must be at least 1");

@@ -77,15 +77,22 @@ pub struct PgTransportOptions {
     pub maintenance_interval: Duration,
     /// Vacuum a queue table once it holds this many dead rows (0: leave it to autovacuum).
     pub vacuum_dead_rows: i64,
+    /// Connections of the receivers' relaxed-commit pool.
+    pub receiver_connections: u32,
 }
 
 impl PgTransportOptions {
-    pub fn from_config(cfg: &crate::config::QueueConfig) -> Self {
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        let q = &cfg.queue;
         Self {
-            listen_notify: cfg.listen_notify,
-            poll_interval: cfg.poll_interval(),
-            maintenance_interval: cfg.maintenance_interval(),
-            vacuum_dead_rows: cfg.vacuum_dead_rows as i64,
+            listen_notify: q.listen_notify,
+            poll_interval: q.poll_interval(),
+            maintenance_interval: q.maintenance_interval(),
+            vacuum_dead_rows: q.vacuum_dead_rows as i64,
+            receiver_connections: cfg
+                .database
+                .pool_sizes(crate::config::TransportKind::Postgres)
+                .1,
         }
     }
 }
@@ -118,7 +125,8 @@ pub struct PgTransport {
 }
 
 impl PgTransport {
-    /// Starts the transport on `pool`: opens the relaxed-commit pool beside it, connects
+    /// Starts the transport on `pool`: opens the relaxed-commit pool beside it (of
+    /// `options.receiver_connections`), connects
     /// the listener (when enabled) and starts maintenance. Needs a Tokio runtime.
     pub async fn start(pool: PgPool, options: PgTransportOptions) -> Result<Self, QueueError> {
         // Receiver sessions: relaxed commits (see the module docs), and generic plans. The
@@ -130,7 +138,7 @@ impl PgTransport {
             ("plan_cache_mode", "force_generic_plan"),
         ]);
         let relaxed = PgPoolOptions::new()
-            .max_connections(pool.options().get_max_connections())
+            .max_connections(options.receiver_connections.max(1))
             .acquire_timeout(pool.options().get_acquire_timeout())
             // A dead connection shows as a failed statement, which callers retry anyway;
             // a ping before each statement would double the round trips.
