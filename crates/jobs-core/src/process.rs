@@ -62,12 +62,28 @@ impl ProcessError {
     }
 }
 
-/// Back-off before a retried item is visible again: exponential in the delivery count, capped,
-/// with full jitter so that items failing together do not come back together.
+/// Back-off before a retried item is visible again: exponential in the delivery count,
+/// capped, with "equal jitter" — between half the ceiling and the ceiling — so that items
+/// failing together do not come back together, and yet the waits add up to a known least
+/// time: an outage shorter than that cannot use up an item's deliveries (see
+/// [`least_total_backoff`]). Full jitter could draw near-zero waits and burn them in
+/// seconds.
 pub fn backoff(delivery_count: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = backoff_ceiling(delivery_count, base, cap);
+    ceiling.mul_f64(0.5 + 0.5 * rand::random::<f64>())
+}
+
+fn backoff_ceiling(delivery_count: u32, base: Duration, cap: Duration) -> Duration {
     let exp = base.saturating_mul(1u32 << delivery_count.saturating_sub(1).min(16));
-    let ceiling = exp.min(cap);
-    ceiling.mul_f64(rand::random::<f64>())
+    exp.min(cap)
+}
+
+/// The least time [`backoff`] waits in all before delivery `deliveries`: how long a
+/// dependency can be down without an item that fails throughout running out of them.
+pub fn least_total_backoff(deliveries: u32, base: Duration, cap: Duration) -> Duration {
+    (1..deliveries)
+        .map(|n| backoff_ceiling(n, base, cap) / 2)
+        .sum()
 }
 
 #[cfg(test)]
@@ -82,7 +98,26 @@ mod tests {
             assert!(d <= cap, "attempt {attempt}: {d:?}");
             let bound = Duration::from_millis(500).saturating_mul(1 << (attempt - 1).min(16));
             assert!(d <= bound.min(cap));
+            assert!(d >= bound.min(cap) / 2, "attempt {attempt}: {d:?}");
         }
+    }
+
+    /// With the default settings, an item failing on every delivery because a dependency
+    /// is down keeps its last delivery for more than four minutes.
+    #[test]
+    fn the_default_backoff_rides_out_a_four_minute_outage() {
+        let cfg = crate::Config::load(None).unwrap();
+        let least = least_total_backoff(
+            cfg.queue.max_delivery_count,
+            cfg.worker.retry_base(),
+            cfg.worker.retry_cap(),
+        );
+        assert!(least >= Duration::from_secs(240), "{least:?}");
+        // What the draws of one such item add up to is never less.
+        let drawn: Duration = (1..cfg.queue.max_delivery_count)
+            .map(|n| backoff(n, cfg.worker.retry_base(), cfg.worker.retry_cap()))
+            .sum();
+        assert!(drawn >= least, "{drawn:?} < {least:?}");
     }
 
     #[test]

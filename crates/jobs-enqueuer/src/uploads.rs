@@ -37,6 +37,16 @@ pub async fn sweep_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: Cancellati
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweeping expired uploads failed; trying again"),
         }
+        match ctx
+            .env
+            .blobs
+            .remove_abandoned_staging(jobs_core::blob::STAGING_MAX_AGE)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "abandoned staging files removed"),
+            Err(e) => tracing::warn!(error = %e, "removing abandoned staging files failed"),
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}

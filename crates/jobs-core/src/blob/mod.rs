@@ -18,6 +18,7 @@
 
 mod backends;
 mod compose;
+mod staging;
 mod writer;
 
 use std::ops::Range;
@@ -36,6 +37,7 @@ pub use compose::{CopyBlock, MAX_BLOCKS, MAX_COPY_BLOCK_BYTES, block_id, copy_bl
 pub use writer::BlobWriter;
 
 use compose::BlockCopier;
+pub use staging::STAGING_MAX_AGE;
 
 /// Size of each ranged read.
 const READ_BYTES: u64 = 4 * 1024 * 1024;
