@@ -77,7 +77,7 @@ async fn handle(
     if matches!(job.status, JobStatus::Cancelling | JobStatus::Cancelled) {
         let c = ctx
             .store
-            .complete_item(job.id, item.seq, &ItemOutcome::Skipped)
+            .complete_delivered_item(job.id, item.seq, msg.delivery_count, &ItemOutcome::Skipped)
             .await?;
         after_completion(ctx, &job, &c, &item.trace).await?;
         return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
@@ -115,7 +115,12 @@ async fn handle(
         Ok(output) => {
             let c = ctx
                 .store
-                .complete_item(job.id, item.seq, &ItemOutcome::Done { output })
+                .complete_delivered_item(
+                    job.id,
+                    item.seq,
+                    msg.delivery_count,
+                    &ItemOutcome::Done { output },
+                )
                 .await?;
             after_completion(ctx, &job, &c, &item.trace).await?;
             settle(ctx, ctx.transport.complete(queue, &msg.lock).await)
@@ -135,7 +140,9 @@ async fn handle(
             }
             let delay = retry_delay(ctx, msg.delivery_count, retry_after);
             tracing::info!(%reason, ?delay, "work item will be retried");
-            ctx.store.record_attempt(job.id, item.seq, &reason).await?;
+            ctx.store
+                .record_attempt(job.id, item.seq, msg.delivery_count, &reason)
+                .await?;
             settle(ctx, ctx.transport.abandon(queue, &msg.lock, delay).await)
         }
     }
@@ -153,7 +160,10 @@ async fn fail_item(
     let outcome = ItemOutcome::Failed {
         reason: description.to_owned(),
     };
-    let c = ctx.store.complete_item(job.id, item.seq, &outcome).await?;
+    let c = ctx
+        .store
+        .complete_delivered_item(job.id, item.seq, msg.delivery_count, &outcome)
+        .await?;
     after_completion(ctx, job, &c, &item.trace).await?;
     let rejected = ctx.reject(&ctx.queues.work, msg, reason, description).await;
     settle(ctx, rejected)

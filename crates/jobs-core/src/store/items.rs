@@ -208,20 +208,25 @@ impl JobStore {
         .await?)
     }
 
-    /// Counts one more attempt at a pending item and remembers its last error.
+    /// Records a failed attempt at a pending item, made on its message's delivery
+    /// `delivery`, and remembers its error. `attempts` counts deliveries, those that never
+    /// reported (a killed worker) included: it becomes at least `delivery`.
     pub async fn record_attempt(
         &self,
         job_id: JobId,
         seq: u32,
+        delivery: u32,
         error: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE offload.work_items SET attempts = attempts + 1, last_error = $3
+            "UPDATE offload.work_items
+             SET attempts = greatest(attempts + 1, $4), last_error = $3
              WHERE job_id = $1 AND seq = $2 AND status = 'pending'",
         )
         .bind(job_id.as_uuid())
         .bind(seq as i32)
         .bind(error)
+        .bind(i32::try_from(delivery).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -242,7 +247,20 @@ impl JobStore {
         seq: u32,
         outcome: &ItemOutcome,
     ) -> Result<Completion, StoreError> {
-        self.complete_item_in_round(job_id, seq, outcome, None)
+        self.complete_item_in_round(job_id, seq, outcome, None, None)
+            .await
+    }
+
+    /// [`JobStore::complete_item`] by a worker on its message's delivery `delivery`:
+    /// `attempts` becomes at least `delivery` (deliveries of killed workers count).
+    pub async fn complete_delivered_item(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        delivery: u32,
+        outcome: &ItemOutcome,
+    ) -> Result<Completion, StoreError> {
+        self.complete_item_in_round(job_id, seq, outcome, None, Some(delivery))
             .await
     }
 
@@ -259,7 +277,7 @@ impl JobStore {
         let outcome = ItemOutcome::Failed {
             reason: reason.to_owned(),
         };
-        self.complete_item_in_round(job_id, seq, &outcome, Some(round))
+        self.complete_item_in_round(job_id, seq, &outcome, Some(round), None)
             .await
     }
 
@@ -270,6 +288,7 @@ impl JobStore {
         seq: u32,
         outcome: &ItemOutcome,
         round: Option<u32>,
+        delivery: Option<u32>,
     ) -> Result<Completion, StoreError> {
         let (status, reason, output) = match outcome {
             ItemOutcome::Done { output } => ("done", None, Some(output)),
@@ -280,7 +299,7 @@ impl JobStore {
         let updated = sqlx::query(
             "UPDATE offload.work_items
              SET status = $3, last_error = coalesce($4, last_error), output = $5,
-                 finished_at = now()
+                 finished_at = now(), attempts = greatest(attempts, coalesce($7, 0))
              WHERE job_id = $1 AND seq = $2 AND status = 'pending'
                AND ($6::int IS NULL OR round = $6)",
         )
@@ -290,6 +309,7 @@ impl JobStore {
         .bind(reason)
         .bind(output)
         .bind(round.map(|r| i32::try_from(r).unwrap_or(i32::MAX)))
+        .bind(delivery.map(|d| i32::try_from(d).unwrap_or(i32::MAX)))
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -311,17 +311,27 @@ async fn completing_an_item_twice_counts_once() {
     assert!(!c.counted);
     assert_eq!(c.job_status, JobStatus::Running);
     assert_eq!((c.progress.done, c.progress.failed), (1, 0));
-    store.record_attempt(id, 1, "timeout").await.unwrap();
+    store.record_attempt(id, 1, 1, "timeout").await.unwrap();
+    // Deliveries 2 and 3 went to workers that were killed; the 4th fails the item.
     let c = store
-        .complete_item(
+        .complete_delivered_item(
             id,
             1,
+            4,
             &ItemOutcome::Failed {
                 reason: "source said 404".into(),
             },
         )
         .await
         .unwrap();
+    let attempts: Vec<u32> = store
+        .items(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.attempts)
+        .collect();
+    assert_eq!(attempts, [0, 4], "attempts count deliveries");
     assert_eq!(c.finished_job, Some(JobStatus::Finalizing));
     assert_eq!(c.job_status, JobStatus::Finalizing);
     assert_eq!(
@@ -343,7 +353,7 @@ async fn completing_an_item_twice_counts_once() {
     assert_eq!(again.job_status, JobStatus::Finalizing);
     let items = store.items(id).await.unwrap();
     assert_eq!(items[0].output, Some(json!({"rows": 1})));
-    assert_eq!((items[1].status.as_str(), items[1].attempts), ("failed", 1));
+    assert_eq!((items[1].status.as_str(), items[1].attempts), ("failed", 4));
     assert_eq!(items[1].last_error.as_deref(), Some("source said 404"));
     let err = store
         .complete_item(
