@@ -9,7 +9,7 @@
 # Loopback only and bounded (each job has a 10-minute deadline, kills a budget). Not part
 # of scripts/test.sh: it restarts the Postgres server, which disturbs anything else using
 # it (pass --no-postgres-restart to skip that step). Other flags: --rows N (default
-# 200000), --kills N, --keep; see `offload-chaos --help`.
+# 2000000), --kills N, --keep; see `offload-chaos --help`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

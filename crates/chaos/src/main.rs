@@ -31,7 +31,7 @@ use crate::stack::Stack;
 #[command(about = "The chaos suite: faults injected into separate service processes")]
 struct Args {
     /// Rows of the source table (wide, quoted, unicode, NULLs).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 2_000_000)]
     rows: i64,
     /// Where the service binaries are.
     #[arg(long, default_value = "target/release")]
@@ -166,7 +166,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         job_deadline: Duration::from_secs(600),
     };
     let storm = Fault::KillWorkers {
-        every: Duration::from_millis(700),
+        every: Duration::from_millis(400),
         max: args.kills,
     };
     let steps: Vec<(&str, Fault)> = vec![
@@ -185,7 +185,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
         eprintln!("chaos: enqueuer and notifier kills");
-        run.many_small_jobs("20 small exports, enqueuer and notifier killed", 20)
+        run.many_small_jobs("18 small exports, enqueuer and notifier killed", 18)
             .await?;
         if !args.no_postgres_restart {
             eprintln!("chaos: Postgres restart");

@@ -146,18 +146,20 @@ impl Run {
     }
 
     /// `n` small exports submitted one after another while the enqueuer and the notifier
-    /// are killed (every fifth submission) and started again (two submissions later): jobs
-    /// submitted meanwhile wait in the queue, and every job must end with one webhook.
+    /// are killed (at the 4th submission of every 6) and started again (three submissions
+    /// later, the last time after the last submission): jobs submitted meanwhile wait in the
+    /// queue, and every job must end with one webhook. The time reported after the last
+    /// restart is how long the services took to catch up.
     pub async fn many_small_jobs(&mut self, name: &str, n: i64) -> anyhow::Result<()> {
         let started = Instant::now();
         let (mut ids, mut kills, mut down) = (Vec::new(), 0, false);
         for i in 0..n {
-            if i % 5 == 0 && !down {
+            if i % 6 == 3 && !down {
                 self.stack.kill("enqueuer").await?;
                 self.stack.kill("notifier").await?;
                 kills += 2;
                 down = true;
-            } else if i % 5 == 2 && down {
+            } else if i % 6 == 0 && down {
                 self.stack.start("enqueuer")?;
                 self.stack.start("notifier")?;
                 down = false;
