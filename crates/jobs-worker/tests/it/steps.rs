@@ -55,6 +55,10 @@ impl Processor for Scripted {
             }
             "retry_twice" => Ok(json!({ "seq": item.seq, "calls": n })),
             "always_retry" => Err(ProcessError::retry_after("still busy", Duration::ZERO)),
+            // What a source answering `Retry-After: 9000000000000` amounts to.
+            "retry_in_centuries" => {
+                Err(ProcessError::retry_after("come back later", Duration::MAX))
+            }
             "fatal" => Err(ProcessError::fatal("the row is malformed")),
             // Slow work: longer than the queue's lock duration, so only renewal keeps it.
             "slow" => {
@@ -371,4 +375,23 @@ async fn a_stopping_worker_gives_back_what_it_cannot_finish_and_takes_nothing_ne
         1,
         "only the stuck item ran"
     );
+}
+
+/// A processor (a source's `Retry-After`) asking for an absurd delay gets at most
+/// `max_delay` (an hour here): the item is back in an hour, not never, and the worker
+/// does not fail on the arithmetic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_asked_for_by_a_processor_is_capped() {
+    let h = harness(Duration::from_secs(30), 5).await;
+    job(&h, &["retry_in_centuries"]).await;
+    let step = jobs_worker::try_process_next(&h.ctx, WAIT).await.unwrap();
+    assert_eq!(step, Outcome::Processed);
+    let wait: f64 = jobs_core::sqlx::query_scalar(
+        "SELECT extract(epoch FROM visible_at - now())::float8 FROM offload.queue_messages",
+    )
+    .fetch_one(&h._db.pool)
+    .await
+    .unwrap();
+    let max = h.ctx.settings.max_delay.as_secs_f64();
+    assert!(wait > max - 60.0 && wait <= max, "back in {wait} s");
 }
