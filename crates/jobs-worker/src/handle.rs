@@ -257,12 +257,15 @@ async fn finalize(
     let items = ctx.store.items(job.id).await?;
     let failed: Vec<_> = items.iter().filter(|i| i.status == "failed").collect();
     if let Some(first) = failed.first() {
+        // What failed, and what to do once its cause is fixed.
         let why = format!(
-            "{} of {} parts failed; part {}: {}",
+            "{} of {} parts failed; part {}: {}. Once the cause is fixed, \
+             POST /v1/jobs/{}/retry-failed runs the failed parts again",
             failed.len(),
             items.len(),
             first.item.seq,
-            first.last_error.as_deref().unwrap_or("no reason recorded")
+            first.last_error.as_deref().unwrap_or("no reason recorded"),
+            job.id
         );
         ctx.store.fail(job.id, &why).await?;
         announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
