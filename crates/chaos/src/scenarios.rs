@@ -56,6 +56,16 @@ fn describe(fault: &Fault, kills: u32, notes: &[String]) -> String {
 }
 
 impl Run {
+    fn record(&mut self, scenario: &str, faults: String, secs: f64, outcome: String, ok: bool) {
+        self.rows.push(Row {
+            scenario: scenario.to_owned(),
+            faults,
+            secs,
+            outcome,
+            ok,
+        });
+    }
+
     /// An export of the whole source under `fault`: the file must be byte-identical to
     /// `COPY`.
     pub async fn export(&mut self, name: &str, fault: Fault) -> anyhow::Result<()> {
@@ -93,13 +103,13 @@ impl Run {
                 )
             }
         };
-        self.rows.push(Row {
-            scenario: name.to_owned(),
-            faults: describe(&fault, injected.kills, &injected.notes),
+        self.record(
+            name,
+            describe(&fault, injected.kills, &injected.notes),
             secs,
             outcome,
             ok,
-        });
+        );
         Ok(())
     }
 
@@ -135,13 +145,13 @@ impl Run {
             r["rejected"],
             job["progress"]["total"]
         );
-        self.rows.push(Row {
-            scenario: name.to_owned(),
-            faults: describe(&fault, injected.kills, &injected.notes),
+        self.record(
+            name,
+            describe(&fault, injected.kills, &injected.notes),
             secs,
             outcome,
             ok,
-        });
+        );
         Ok(())
     }
 
