@@ -1,12 +1,26 @@
 //! The one error type of the API: a status code and a JSON body
 //! `{"error": {"code", "message", "field"?}}`. Server errors keep their cause in the log
-//! (inside the request's span) and show the client a generic message.
+//! (inside the request's span) and show the client a generic message. A database that
+//! cannot serve the request now (its pool exhausted, the server restarting) is `503` with
+//! `Retry-After`, not a server error. Errors axum answers by itself (a body over the
+//! limit, a method a route does not take, an extractor's rejection) are rewritten into the
+//! same format by [`json_errors`].
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jobs_core::export::Invalid;
-use serde_json::json;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// Seconds a client is told to wait (`Retry-After`) when the database is unavailable: a
+/// pool exhausted by a burst frees within about that.
+const RETRY_AFTER_SECS: u32 = 2;
+
+/// Bytes read of a body axum made itself (its rejections are one short line).
+const MAX_PLAIN_ERROR: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -29,6 +43,12 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
     Gone { message: String },
+    /// Not found for a reason worth its own code (`"no_result_file"`).
+    #[error("{message}")]
+    Absent { code: &'static str, message: String },
+    /// The database cannot serve the request now: `503` with `Retry-After`.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -44,6 +64,27 @@ impl ApiError {
     pub fn internal(e: impl std::fmt::Display) -> Self {
         Self::Internal(e.to_string())
     }
+
+    /// A database error: unavailable (`503`) when the database could not serve the request
+    /// now and may later (no connection free within the pool's acquire timeout, none to be
+    /// made, the server out of connections or shutting down); any other is internal.
+    pub fn database(e: &jobs_core::sqlx::Error) -> Self {
+        use jobs_core::sqlx::Error as E;
+        let unavailable = match e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) => true,
+            // Class 53: insufficient resources (53300: too many connections); 57P01–57P03:
+            // the server is shutting down or starting.
+            E::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("53") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::internal(e)
+        }
+    }
 }
 
 impl From<Invalid> for ApiError {
@@ -57,26 +98,44 @@ impl From<Invalid> for ApiError {
 
 impl From<jobs_core::store::StoreError> for ApiError {
     fn from(e: jobs_core::store::StoreError) -> Self {
-        Self::internal(e)
+        match &e {
+            jobs_core::store::StoreError::Db(db) => Self::database(db),
+            _ => Self::internal(e),
+        }
     }
 }
 
 impl From<jobs_core::schedule::ScheduleError> for ApiError {
     fn from(e: jobs_core::schedule::ScheduleError) -> Self {
-        Self::internal(e)
+        match &e {
+            jobs_core::schedule::ScheduleError::Db(db) => Self::database(db),
+            _ => Self::internal(e),
+        }
     }
 }
 
 impl From<jobs_core::queue::QueueError> for ApiError {
     fn from(e: jobs_core::queue::QueueError) -> Self {
-        Self::internal(e)
+        match &e {
+            jobs_core::queue::QueueError::Db(db) => Self::database(db),
+            _ => Self::internal(e),
+        }
     }
 }
 
 impl From<jobs_core::sqlx::Error> for ApiError {
     fn from(e: jobs_core::sqlx::Error) -> Self {
-        Self::internal(e)
+        Self::database(&e)
     }
+}
+
+/// The JSON error body.
+fn error_body(code: &str, message: &str, field: Option<&str>) -> Value {
+    let mut body = json!({ "error": { "code": code, "message": message } });
+    if let Some(f) = field {
+        body["error"]["field"] = json!(f);
+    }
+    body
 }
 
 impl IntoResponse for ApiError {
@@ -118,6 +177,19 @@ impl IntoResponse for ApiError {
                 (StatusCode::CONFLICT, *code, message.clone(), None)
             }
             Self::Gone { message } => (StatusCode::GONE, "gone", message.clone(), None),
+            Self::Absent { code, message } => (StatusCode::NOT_FOUND, *code, message.clone(), None),
+            Self::Unavailable(cause) => {
+                tracing::warn!(%cause, "the database could not serve the request");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!(
+                        "the service is overloaded or its database is unavailable; \
+                         try again in {RETRY_AFTER_SECS} s"
+                    ),
+                    None,
+                )
+            }
             Self::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 (
@@ -128,16 +200,84 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut body = json!({ "error": { "code": code, "message": message } });
-        if let Some(f) = field {
-            body["error"]["field"] = json!(f);
-        }
+        let body = error_body(code, &message, field.as_deref());
         let mut resp = (status, Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED
-            && let Ok(v) = "Bearer".parse()
-        {
-            resp.headers_mut().insert("www-authenticate", v);
+        let headers = resp.headers_mut();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            _ => {}
         }
         resp
     }
+}
+
+/// Middleware (`map_response`): an error response not in the JSON error format — one axum
+/// made by itself — is rewritten into it, keeping its status and headers (`Allow` of a
+/// `405`). Axum's own text becomes the message of a client error; a server error's text
+/// is logged, not shown.
+pub async fn json_errors(State(state): State<AppState>, resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PLAIN_ERROR)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let said = |default: &str| {
+        if text.is_empty() {
+            default.to_owned()
+        } else {
+            text.clone()
+        }
+    };
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "too_large",
+            format!(
+                "the request body is larger than the limit of {} bytes (api.max_body_bytes)",
+                state.cfg.api.max_body_bytes
+            ),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            (
+                "method_not_allowed",
+                format!("this route does not take that method; it takes {allowed}"),
+            )
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", said("unsupported content type"))
+        }
+        StatusCode::NOT_FOUND => ("not_found", said("not found")),
+        StatusCode::UNAUTHORIZED => ("unauthorized", said("missing or invalid API key")),
+        s if s.is_server_error() => {
+            tracing::error!(%status, cause = %text, "request failed");
+            ("internal", "internal error".to_owned())
+        }
+        StatusCode::UNPROCESSABLE_ENTITY => ("invalid", said("the request is invalid")),
+        _ => ("bad_request", said("the request is malformed")),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = error_body(code, &message, None).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

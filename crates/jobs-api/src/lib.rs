@@ -21,6 +21,9 @@
 //! | `GET /v1/downloads/{id}` | the file, for holders of a valid signed link |
 //! | `GET /health/live`, `/health/ready` | probes |
 //!
+//! Every error is `{"error": {"code", "message", "field"?}}` (see [`ApiError`]); a database
+//! that cannot serve a request now is `503` with `Retry-After`.
+//!
 //! Every `/v1/jobs`, `/v1/schedules` and `/v1/uploads` route needs `Authorization: Bearer <api key>`; a tenant never sees
 //! another tenant's jobs (they answer 404, as unknown jobs do). The API never calls another
 //! service: it writes the job and its first message in one transaction and reads status
@@ -38,11 +41,11 @@ mod uploads;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Router, middleware};
 use jobs_core::blob::BlobStore;
 use jobs_core::dataset::Catalog;
 use jobs_core::jobtype::{JobTypes, KindEnv};
@@ -138,8 +141,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schedules/{id}/resume", post(schedules::resume))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(|| async { ApiError::Missing("no such route") })
         .layer(DefaultBodyLimit::max(limit))
+        // Outside every route and the fallback: whatever axum answers by itself is put
+        // in the JSON error format too.
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            error::json_errors,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod api_errors;
 mod azure;
 mod cancel;
 mod export;
