@@ -1,5 +1,6 @@
 //! Results: `GET /v1/jobs/{id}/result` (and an import's `GET /v1/jobs/{id}/rejects`)
-//! answers with a short-lived signed link (a redirect), and
+//! answers with a short-lived signed link (a redirect) when the file exists — else with
+//! why not, in the JSON error format (a failed job's own error, and what to do) — and
 //! `GET /v1/downloads/{id}?expires=…&signature=…[&file=rejects]` serves the file to whoever
 //! holds an unexpired link — no API key needed, so a browser can follow it.
 //!
@@ -16,8 +17,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
-use jobs_core::JobStatus;
 use jobs_core::export::ExportFormat;
+use jobs_core::store::{Job, StoreError};
+use jobs_core::{JobKind, JobStatus};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
@@ -108,6 +110,8 @@ impl LinkSigner {
 }
 
 /// `GET /v1/jobs/{id}/result`: a redirect to a signed link, with the link in the body too.
+/// Only a job that succeeded with a file has one: any other answers with what became of
+/// the job (its error, for a failed one) and what to do, never a link to a missing file.
 pub async fn result(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -116,31 +120,38 @@ pub async fn result(
 ) -> Result<Response, ApiError> {
     let job = tenant_job(&state, &tenant, &id).await?;
     if job.status != JobStatus::Succeeded {
-        return Err(ApiError::Conflict {
-            code: "not_ready",
-            message: format!(
-                "the job is {}; its result exists once it has succeeded",
-                job.status
-            ),
-        });
+        return Err(no_file_yet(&job, "result", "succeeded"));
     }
     let stored: Option<ResultFile> = job
         .result
         .clone()
         .and_then(|r| serde_json::from_value(r).ok());
-    Ok(link(
-        &state,
-        &headers,
-        &id,
-        None,
-        stored.as_ref().map(|r| r.path.as_str()),
-    )
-    .await)
+    let Some(stored) = stored else {
+        let rejects = if has_rejects(&job) {
+            format!("; the rows it rejected are in GET /v1/jobs/{id}/rejects")
+        } else {
+            String::new()
+        };
+        return Err(ApiError::Absent {
+            code: "no_result_file",
+            message: format!(
+                "a{n} {kind} job's result is not a file: it is the `result` of the job \
+                 document (GET /v1/jobs/{id}){rejects}",
+                n = if job.kind.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "n"
+                } else {
+                    ""
+                },
+                kind = job.kind,
+            ),
+        });
+    };
+    Ok(link(&state, &headers, &id, None, &stored.path).await)
 }
 
 /// `GET /v1/jobs/{id}/rejects`: an import's rejects report (`line,column,value,reason`), as
 /// a redirect to a signed link. Available once the job has finished, failed or not, when a
-/// row was rejected.
+/// row was rejected; a job that failed before any report was made answers with its error.
 pub async fn rejects(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -154,20 +165,73 @@ pub async fn rejects(
         .and_then(|r| r.get("rejects_path"))
         .and_then(|p| p.as_str())
         .map(str::to_owned);
-    let Some(path) = path else {
-        return Err(if job.status.is_terminal() {
-            ApiError::Missing("the job rejected no rows: it has no rejects report")
-        } else {
-            ApiError::Conflict {
-                code: "not_ready",
-                message: format!(
-                    "the job is {}; its rejects report exists once it has finished",
-                    job.status
-                ),
-            }
+    if let Some(path) = path {
+        return Ok(link(&state, &headers, &id, Some(REJECTS), &path).await);
+    }
+    if job.kind != JobKind::IMPORT {
+        return Err(ApiError::Absent {
+            code: "no_rejects_report",
+            message: format!(
+                "only an import has a rejects report; this is a {} job",
+                job.kind
+            ),
         });
-    };
-    Ok(link(&state, &headers, &id, Some(REJECTS), Some(&path)).await)
+    }
+    Err(match job.status {
+        JobStatus::Succeeded => ApiError::Absent {
+            code: "no_rejects_report",
+            message: "the import rejected no rows: it has no rejects report".into(),
+        },
+        _ => no_file_yet(&job, "rejects report", "finished"),
+    })
+}
+
+/// The job's result names a rejects report.
+fn has_rejects(job: &Job) -> bool {
+    job.result
+        .as_ref()
+        .is_some_and(|r| r.get("rejects_path").is_some_and(|p| p.is_string()))
+}
+
+/// Why a job that has not succeeded has no `file` (`409`): it failed (with its error and
+/// what to do), it was cancelled, or it has not reached `when` yet.
+fn no_file_yet(job: &Job, file: &str, when: &str) -> ApiError {
+    match job.status {
+        JobStatus::Failed => {
+            let error = job.error.as_deref().unwrap_or("no reason was recorded");
+            let failed = job.progress.failed;
+            let todo = if failed > 0 {
+                format!(
+                    "Send its {failed} failed item{s} again with POST /v1/jobs/{id}/retry-failed: \
+                     the job then runs to its end again",
+                    s = if failed == 1 { "" } else { "s" },
+                    id = job.id,
+                )
+            } else if has_rejects(job) {
+                format!(
+                    "The rows it rejected are in GET /v1/jobs/{}/rejects: correct them and \
+                     submit the job again, or allow more with `max_rejected`",
+                    job.id
+                )
+            } else {
+                "Correct the cause and submit the job again".to_owned()
+            };
+            ApiError::Conflict {
+                code: "job_failed",
+                message: format!("the job failed, so it has no {file}: {error}. {todo}."),
+            }
+        }
+        JobStatus::Cancelled => ApiError::Conflict {
+            code: "job_cancelled",
+            message: format!(
+                "the job was cancelled, so it has no {file}; submit it again to get one"
+            ),
+        },
+        status => ApiError::Conflict {
+            code: "not_ready",
+            message: format!("the job is {status}; its {file} exists once it has {when}"),
+        },
+    }
 }
 
 /// The `file` of a download link to an import's rejects report.
@@ -181,26 +245,25 @@ async fn link(
     headers: &HeaderMap,
     id: &str,
     file: Option<&str>,
-    path: Option<&str>,
+    path: &str,
 ) -> Response {
     let expires = chrono::Utc::now().timestamp() + state.cfg.download.link_ttl_secs as i64;
-    let direct = match path {
-        Some(path) if state.cfg.download.direct_links => {
-            match state
-                .blobs
-                .signed_url(path, state.cfg.download.link_ttl())
-                .await
-            {
-                Ok(url) => url,
-                Err(e) => {
-                    // Signing can fail (an identity without delegation rights): the API's
-                    // own link still works.
-                    tracing::warn!(error = %e, "the blob store could not sign a link; using the API's");
-                    None
-                }
+    let direct = if state.cfg.download.direct_links {
+        match state
+            .blobs
+            .signed_url(path, state.cfg.download.link_ttl())
+            .await
+        {
+            Ok(url) => url,
+            Err(e) => {
+                // Signing can fail (an identity without delegation rights): the API's
+                // own link still works.
+                tracing::warn!(error = %e, "the blob store could not sign a link; using the API's");
+                None
             }
         }
-        _ => None,
+    } else {
+        None
     };
     let url = match direct {
         Some(u) => u,
@@ -258,11 +321,15 @@ pub async fn download(
     if expires < chrono::Utc::now().timestamp() || !state.signer.verify(&subject, expires, &sig) {
         return Ok(forbidden());
     }
-    let job = state
+    let job = match state
         .store
         .get_any(id.parse().map_err(|_| ApiError::NotFound)?)
         .await
-        .map_err(|_| ApiError::NotFound)?;
+    {
+        Ok(job) => job,
+        Err(StoreError::UnknownJob(_)) => return Err(ApiError::NotFound),
+        Err(e) => return Err(e.into()),
+    };
     let no_file = || ApiError::Gone {
         message: "the job has no such file".into(),
     };

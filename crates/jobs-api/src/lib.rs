@@ -7,7 +7,7 @@
 //! | `GET /v1/jobs/{id}` | the job document |
 //! | `POST /v1/jobs/{id}/cancel` | stop a job: remaining items are skipped |
 //! | `POST /v1/jobs/{id}/retry-failed` | send a failed job's failed items again |
-//! | `GET /v1/jobs/{id}/result` | a redirect to a short-lived signed download link |
+//! | `GET /v1/jobs/{id}/result` | a redirect to a short-lived signed download link (a job that failed, was cancelled or is not finished: its state and error) |
 //! | `GET /v1/jobs/{id}/rejects` | an import's rejects report, the same way |
 //! | `GET /v1/jobs/{id}/events` | live progress (Server-Sent Events) |
 //! | `POST /v1/schedules`, `GET /v1/schedules` | create a schedule (`201`), list them |

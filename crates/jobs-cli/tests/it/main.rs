@@ -7,6 +7,7 @@ mod api_errors;
 mod azure;
 mod cancel;
 mod export;
+mod failed_results;
 mod import;
 mod import_azure;
 mod import_errors;
