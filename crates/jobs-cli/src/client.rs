@@ -193,14 +193,34 @@ impl Client {
         self.json(resp).await
     }
 
-    /// Downloads the result through its signed link; returns the bytes written.
-    pub async fn download(&self, id: &str, to: &PathBuf) -> anyhow::Result<u64> {
-        self.download_file(id, "result", to).await
+    /// Downloads the result through its signed link to `to`, or to `<id>.<extension>` in
+    /// the current directory, the extension being what the result is (see
+    /// [`result_extension`]); returns where it went and the bytes written. Nothing is
+    /// created when the API refuses (a failed job answers with its error).
+    pub async fn download_result(
+        &self,
+        id: &str,
+        to: Option<&Path>,
+    ) -> anyhow::Result<(PathBuf, u64)> {
+        let resp = self.fetch(id, "result").await?;
+        let to = match to {
+            Some(to) => to.to_owned(),
+            None => PathBuf::from(format!("{id}.{}", result_extension(&resp))),
+        };
+        let n = save(resp, &to).await?;
+        Ok((to, n))
     }
 
     /// Downloads a job's file (`result`, or an import's `rejects`) through its signed
     /// link; returns the bytes written.
-    pub async fn download_file(&self, id: &str, file: &str, to: &PathBuf) -> anyhow::Result<u64> {
+    pub async fn download_file(&self, id: &str, file: &str, to: &Path) -> anyhow::Result<u64> {
+        let resp = self.fetch(id, file).await?;
+        save(resp, to).await
+    }
+
+    /// `GET /v1/jobs/{id}/{file}`, following the redirect to the signed link; an error
+    /// carrying the API's message unless the file is coming.
+    async fn fetch(&self, id: &str, file: &str) -> anyhow::Result<reqwest::Response> {
         let resp = self
             .http
             .get(format!("{}/v1/jobs/{id}/{file}", self.base))
@@ -212,19 +232,70 @@ impl Client {
             self.json(resp).await?;
             bail!("the download failed");
         }
-        let mut file = tokio::fs::File::create(to)
-            .await
-            .with_context(|| format!("creating {}", to.display()))?;
-        let mut stream = resp.bytes_stream();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.context("reading the download")?;
-            n += chunk.len() as u64;
-            file.write_all(&chunk).await?;
-        }
-        file.flush().await?;
-        Ok(n)
+        Ok(resp)
     }
+}
+
+/// Streams a download's body into a new file at `to`; returns the bytes written.
+async fn save(resp: reqwest::Response, to: &Path) -> anyhow::Result<u64> {
+    let mut file = tokio::fs::File::create(to)
+        .await
+        .with_context(|| format!("creating {}", to.display()))?;
+    let mut stream = resp.bytes_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("reading the download")?;
+        n += chunk.len() as u64;
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(n)
+}
+
+/// The extension of a downloaded result, from what the answer says it is: the file name
+/// the API gives it (`Content-Disposition`: `csv` or `ndjson` for an export, `json` for an
+/// ingest's manifest), else the name at the end of the link (a blob store's own signed
+/// URL ends with the blob's), else its content type; `bin` when nothing tells.
+fn result_extension(resp: &reqwest::Response) -> String {
+    fn plausible(ext: &str) -> Option<String> {
+        (!ext.is_empty() && ext.len() <= 10 && ext.chars().all(|c| c.is_ascii_alphanumeric()))
+            .then(|| ext.to_ascii_lowercase())
+    }
+    let header = |name: reqwest::header::HeaderName| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let from_disposition = header(reqwest::header::CONTENT_DISPOSITION).and_then(|d| {
+        let name = d
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("filename="))?;
+        let (_, ext) = name.trim_matches('"').rsplit_once('.')?;
+        plausible(ext)
+    });
+    let from_link = || {
+        let last = resp.url().path_segments()?.next_back()?;
+        let (_, ext) = last.rsplit_once('.')?;
+        plausible(ext)
+    };
+    let from_type = || {
+        let ct = header(reqwest::header::CONTENT_TYPE)?;
+        let essence = ct.split(';').next()?.trim().to_ascii_lowercase();
+        Some(
+            match essence.as_str() {
+                "text/csv" => "csv",
+                "application/x-ndjson" => "ndjson",
+                "application/json" => "json",
+                _ => return None,
+            }
+            .to_owned(),
+        )
+    };
+    from_disposition
+        .or_else(from_link)
+        .or_else(from_type)
+        .unwrap_or_else(|| "bin".to_owned())
 }
 
 pub fn export_body(cmd: &SubmitCommand) -> anyhow::Result<(Value, Option<String>)> {

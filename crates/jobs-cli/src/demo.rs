@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::client::Client;
+use crate::output::{note, say};
 use crate::services::Services;
 
 /// Creates (or re-creates, when its size differs) the demo table with `rows` rows.
@@ -36,7 +37,7 @@ pub async fn ensure_demo_table(pool: &jobs_core::sqlx::PgPool, rows: u64) -> any
     if existing == Some(rows as i64) {
         return Ok(());
     }
-    eprintln!("creating offload_demo.expenses with {rows} rows …");
+    note!("creating offload_demo.expenses with {rows} rows …");
     let mut tx = pool.begin().await?;
     for stmt in [
         "CREATE SCHEMA IF NOT EXISTS offload_demo",
@@ -117,7 +118,7 @@ pub async fn run(cfg: Config, rows: u64, format: &str) -> anyhow::Result<()> {
         .as_str()
         .context("the API returned no job id")?
         .to_owned();
-    eprintln!("job {id} accepted in {:?}", started.elapsed());
+    note!("job {id} accepted in {:?}", started.elapsed());
     let done = client.watch(&id, false).await?;
     let took = started.elapsed();
     let outcome = report(&services, &done, took);
@@ -142,21 +143,21 @@ fn report(
         .blobs
         .local_path(&jobs_core::export::result_path(id, format));
     let secs = took.as_secs_f64();
-    println!("export succeeded in {secs:.2} s");
+    say!("export succeeded in {secs:.2} s")?;
     match file {
-        Some(f) => println!("  file:       {}", f.display()),
-        None => println!("  download:   {}", job["result"]["download_url"]),
+        Some(f) => say!("  file:       {}", f.display())?,
+        None => say!("  download:   {}", job["result"]["download_url"])?,
     }
-    println!("  rows:       {rows}");
-    println!("  bytes:      {bytes} ({:.1} MB)", bytes as f64 / 1e6);
-    println!(
+    say!("  rows:       {rows}")?;
+    say!("  bytes:      {bytes} ({:.1} MB)", bytes as f64 / 1e6)?;
+    say!(
         "  sha256:     {}",
         job["result"]["sha256"].as_str().unwrap_or("?")
-    );
-    println!(
+    )?;
+    say!(
         "  throughput: {:.0} rows/s, {:.1} MB/s",
         rows as f64 / secs,
         bytes as f64 / 1e6 / secs
-    );
+    )?;
     Ok(())
 }

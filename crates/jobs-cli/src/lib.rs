@@ -4,6 +4,7 @@
 
 mod client;
 pub mod demo;
+mod output;
 mod queue;
 pub mod schedule;
 mod services;
@@ -18,7 +19,10 @@ use jobs_core::{Config, TenantId};
 use secrecy::ExposeSecret;
 
 pub use client::Client;
+pub use output::is_closed_pipe;
 pub use services::{Kinds, Parts, Services};
+
+use crate::output::{note, say};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,7 +69,8 @@ pub enum Command {
     /// Download a finished job's result.
     Download {
         id: String,
-        /// Where to write it (default: <id>.<format> in the current directory).
+        /// Where to write it (default: <id>.<extension of the result: csv, ndjson, json…>
+        /// in the current directory).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -136,36 +141,30 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 .await
                 .context("migrating the database")?;
             let applied = jobs_core::db::MIGRATOR.iter().count();
-            println!(
+            say!(
                 "{} database; {applied} migrations applied",
                 if created {
                     "created the"
                 } else {
                     "using the existing"
                 }
-            );
+            )?;
             Ok(())
         }
         Command::Submit(ref cmd) => {
             let (body, key) = client::export_body(cmd)?;
             let job = client().submit(&body, key.as_deref()).await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            say!("{}", serde_json::to_string_pretty(&job)?)?;
             Ok(())
         }
         Command::Watch { ref id } => {
             let job = client().watch(id, false).await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            say!("{}", serde_json::to_string_pretty(&job)?)?;
             Ok(())
         }
         Command::Download { ref id, ref output } => {
-            let c = client();
-            let job = c.job(id).await?;
-            let ext = job["result"]["format"].as_str().unwrap_or("csv");
-            let to = output
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("{id}.{ext}")));
-            let n = c.download(id, &to).await?;
-            println!("wrote {n} bytes to {}", to.display());
+            let (to, n) = client().download_result(id, output.as_deref()).await?;
+            say!("wrote {n} bytes to {}", to.display())?;
             Ok(())
         }
         Command::Import {
@@ -188,7 +187,7 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             let c = client();
             let upload = c.upload(file).await?;
             let text = |k: &str| upload[k].as_str().unwrap_or("?").to_owned();
-            eprintln!(
+            note!(
                 "uploaded {} bytes (sha256 {}) as {}",
                 upload["bytes"],
                 text("sha256"),
@@ -203,10 +202,10 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 .context("the API returned no job id")?
                 .to_owned();
             let done = c.watch(&id, false).await?;
-            println!("{}", serde_json::to_string_pretty(&done)?);
+            say!("{}", serde_json::to_string_pretty(&done)?)?;
             if let (Some(to), Some(_)) = (rejects, done["result"].get("rejects_url")) {
                 let n = c.download_file(&id, "rejects", to).await?;
-                eprintln!("wrote the rejects report ({n} bytes) to {}", to.display());
+                note!("wrote the rejects report ({n} bytes) to {}", to.display());
             }
             anyhow::ensure!(
                 done["status"] == "succeeded",
@@ -216,7 +215,7 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Schedule(ref cmd) => schedule::run(cmd, &client(), &mut std::io::stdout()).await,
+        Command::Schedule(ref cmd) => schedule::run(cmd, &client(), &mut output::Stdout).await,
         Command::Tenant(TenantCommand::Create { ref id }) => {
             let tenant = TenantId::parse(id)?;
             let pool = jobs_core::db::connect(&cfg.database).await?;
@@ -224,9 +223,9 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             let secret = store.ensure_tenant(&tenant, None).await?;
             let key = jobs_core::store::new_api_key();
             store.add_api_key(&tenant, &key).await?;
-            println!("tenant:         {tenant}");
-            println!("api key:        {key}   (shown once; store it now)");
-            println!("webhook secret: {secret}");
+            say!("tenant:         {tenant}")?;
+            say!("api key:        {key}   (shown once; store it now)")?;
+            say!("webhook secret: {secret}")?;
             Ok(())
         }
         Command::Queue(cmd) => queue::run(cmd, &cfg).await,
@@ -267,11 +266,12 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the API to {}", cfg.api.listen))?;
     let services = Services::start(runtime, listener).await?;
-    println!("offload is up: API on {} (Ctrl-C stops)", services.api_url);
+    // Output gone is no reason to stop serving: the services keep running.
+    let _ = say!("offload is up: API on {} (Ctrl-C stops)", services.api_url);
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    eprintln!("stopping: finishing work in progress …");
+    note!("stopping: finishing work in progress …");
     services.stop().await;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! `offload`: the developer tool. Parses the command line, loads the configuration, sets up
 //! telemetry (before the runtime: see `jobs_core::telemetry::init`), then runs the command
-//! on a Tokio runtime.
+//! on a Tokio runtime. A command whose output's reader went away (`offload … | head`)
+//! ends quietly, with success, as other Unix tools do.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,7 +15,7 @@ fn main() -> ExitCode {
     let mut cfg = match Config::load(cli.config.as_deref()) {
         Ok(cfg) => cfg,
         Err(e) => {
-            eprintln!("offload: {e}");
+            let _ = writeln!(std::io::stderr(), "offload: {e}");
             return ExitCode::from(2);
         }
     };
@@ -27,21 +29,25 @@ fn main() -> ExitCode {
     let _telemetry = match jobs_core::telemetry::init(&cfg.telemetry) {
         Ok(guard) => guard,
         Err(e) => {
-            eprintln!("offload: {e}");
+            let _ = writeln!(std::io::stderr(), "offload: {e}");
             return ExitCode::from(2);
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("offload: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "offload: cannot start the async runtime: {e}"
+            );
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(jobs_cli::run(cli, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if jobs_cli::is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("offload: {e:#}");
+            let _ = writeln!(std::io::stderr(), "offload: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -12,6 +12,8 @@ use jobs_core::queue::{
 };
 use secrecy::ExposeSecret;
 
+use crate::output::say;
+
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
     /// Active, locked, scheduled and dead-lettered counts.
@@ -75,10 +77,13 @@ pub async fn run(cmd: QueueCommand, cfg: &Config) -> anyhow::Result<()> {
     match cmd {
         QueueCommand::Depth { queue } => {
             let d = transport.depth(&name(&queue)?).await?;
-            println!(
+            say!(
                 "{queue}: active {} (locked {}), scheduled {}, dead-lettered {}",
-                d.active, d.locked, d.scheduled, d.dead_lettered
-            );
+                d.active,
+                d.locked,
+                d.scheduled,
+                d.dead_lettered
+            )?;
         }
         QueueCommand::DeadLetters {
             queue,
@@ -99,14 +104,14 @@ pub async fn run(cmd: QueueCommand, cfg: &Config) -> anyhow::Result<()> {
                     "dead_lettered_at": d.dead_lettered_at,
                     "body_bytes": d.body.len(),
                 });
-                println!("{line}");
+                say!("{line}")?;
             }
         }
         QueueCommand::Resubmit { queue, sequences } => {
             let n = transport
                 .resubmit_dead_letters(&name(&queue)?, &sequences)
                 .await?;
-            println!("resubmitted {n} of {} dead letters", sequences.len());
+            say!("resubmitted {n} of {} dead letters", sequences.len())?;
         }
         QueueCommand::Parked { queue, limit } => {
             let rows: Vec<ParkedRow> = jobs_core::sqlx::query_as(
@@ -126,7 +131,7 @@ pub async fn run(cmd: QueueCommand, cfg: &Config) -> anyhow::Result<()> {
                     "delivery_count": deliveries, "reason": reason,
                     "description": description, "parked_at": at, "body_bytes": bytes,
                 });
-                println!("{line}");
+                say!("{line}")?;
             }
         }
     }

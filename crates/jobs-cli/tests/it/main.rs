@@ -6,6 +6,7 @@ mod api;
 mod api_errors;
 mod azure;
 mod cancel;
+mod cli_output;
 mod export;
 mod failed_results;
 mod import;
