@@ -179,7 +179,8 @@ pub(crate) async fn validate_request(
         .await
         .map_err(|e| match e {
             ParamsError::Invalid(i) => ApiError::from(i),
-            ParamsError::Unavailable(why) => ApiError::internal(why),
+            ParamsError::Unavailable(why) => ApiError::Unavailable(why),
+            ParamsError::Db(e) => ApiError::database(&e),
         })?;
     let notify = parse_notify(obj.get("notify"), state.cfg.notifier.allow_private_networks)?;
     let mut params = json!({ kind.as_str(): checked });

@@ -57,9 +57,13 @@ pub enum ParamsError {
     /// The request is wrong: answered 400 with the field.
     #[error(transparent)]
     Invalid(#[from] Invalid),
-    /// Something the check needs is not answering (the database): answered 503.
+    /// Something the check needs is not answering (the blob store): answered 503.
     #[error("{0}")]
     Unavailable(String),
+    /// The database failed the check: answered 503 when it cannot serve (saturated,
+    /// unreachable, restarting), 500 otherwise.
+    #[error("the database: {0}")]
+    Db(#[from] sqlx::Error),
 }
 
 impl ParamsError {
@@ -186,14 +190,14 @@ impl JobType for ExportJob {
             CatalogError::Unavailable { problem, .. } => {
                 ParamsError::invalid("export.dataset", problem)
             }
-            CatalogError::Db(e) => ParamsError::Unavailable(e.to_string()),
+            CatalogError::Db(e) => ParamsError::Db(e),
         })?;
         let spec = ExportSpec::parse(params, &ds, &env.cfg.export)?;
         spec.check_values(&env.pool, &ds)
             .await
             .map_err(|e| match e {
                 CheckError::Invalid(i) => ParamsError::Invalid(i),
-                CheckError::Db(e) => ParamsError::Unavailable(e.to_string()),
+                CheckError::Db(e) => ParamsError::Db(e),
             })?;
         serde_json::to_value(&spec).map_err(|e| ParamsError::Unavailable(e.to_string()))
     }

@@ -99,11 +99,9 @@ impl JobType for ImportJob {
             CatalogError::Unavailable { problem, .. } => {
                 ParamsError::invalid("import.dataset", problem)
             }
-            CatalogError::Db(e) => ParamsError::Unavailable(e.to_string()),
+            CatalogError::Db(e) => ParamsError::Db(e),
         })?;
-        let table = target::inspect(&env.pool, &ds)
-            .await
-            .map_err(|e| ParamsError::Unavailable(e.to_string()))?;
+        let table = target::inspect(&env.pool, &ds).await?;
         if let Some(why) = table.unfit(&ds) {
             return Err(ParamsError::invalid("import.dataset", why));
         }
