@@ -3,7 +3,7 @@
 # binaries in release mode, then runs them as separate processes (API, enqueuer, notifier,
 # three workers) against a database of their own on the local Postgres, injecting faults
 # while jobs run: SIGKILL storms on workers during an export and an import, enqueuer and
-# notifier kills, a Postgres restart, the blob store taken away for 20 s, poison messages,
+# notifier kills, API kills, a Postgres restart, the blob store taken away for 20 s, poison messages,
 # malformed request bodies. Prints a table; exits non-zero when a check fails.
 #
 # Loopback only and bounded (each job has a 10-minute deadline, kills a budget). Not part

@@ -16,6 +16,12 @@ pub enum Fault {
         every: Duration,
         max: u32,
     },
+    /// SIGKILL the API every `every` and start it again at once, at most `max` times: the
+    /// job must go on, and clients see the API back.
+    KillApi {
+        every: Duration,
+        max: u32,
+    },
     /// Restart the Postgres server once the job has done some work.
     RestartPostgres,
     /// Make the local blob store unusable for `for_` once the job has done some work: its
@@ -69,6 +75,14 @@ pub async fn drive(
                     let victim = *WORKERS.choose(&mut rand::rng()).unwrap_or(&WORKERS[0]);
                     stack.kill(victim).await?;
                     stack.start(victim)?;
+                    injected.kills += 1;
+                    last_fault = Instant::now();
+                }
+            }
+            Fault::KillApi { every, max } => {
+                if injected.kills < *max && last_fault.elapsed() >= *every {
+                    stack.kill("api").await?;
+                    stack.start("api")?;
                     injected.kills += 1;
                     last_fault = Instant::now();
                 }

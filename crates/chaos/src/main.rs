@@ -1,7 +1,7 @@
 //! `offload-chaos`: the chaos suite. Runs the services as separate processes (the API, the
 //! enqueuer, the notifier and three workers) on a database of its own and, job by job,
-//! kills workers with SIGKILL during an export and an import, kills the enqueuer and the
-//! notifier, restarts Postgres, takes the blob store away, feeds every queue poison and the
+//! kills workers with SIGKILL during an export and an import, kills the API, the enqueuer
+//! and the notifier, restarts Postgres, takes the blob store away, feeds every queue poison and the
 //! API malformed bodies. It checks that exports are byte-identical to `COPY`, imports equal
 //! their source, every job ends, each job gets one logical webhook and nothing is left
 //! locked, prints a table and exits non-zero if any check failed.
@@ -174,6 +174,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         ("export, worker kill storm", storm.clone()),
         ("import, no faults (baseline)", Fault::None),
         ("import, worker kill storm", storm),
+        (
+            "export, API killed",
+            Fault::KillApi {
+                every: Duration::from_millis(500),
+                max: 5,
+            },
+        ),
     ];
     let outcome: anyhow::Result<()> = async {
         for (name, fault) in steps {

@@ -49,6 +49,7 @@ fn describe(fault: &Fault, kills: u32, notes: &[String]) -> String {
     let mut parts = match fault {
         Fault::None => vec!["none".to_owned()],
         Fault::KillWorkers { .. } => vec![format!("{kills} worker SIGKILLs")],
+        Fault::KillApi { .. } => vec![format!("{kills} API SIGKILLs")],
         Fault::RestartPostgres | Fault::BlobOutage { .. } => vec![],
     };
     parts.extend(notes.iter().cloned());
@@ -307,6 +308,8 @@ impl Run {
             json!({"kind": "no-such-kind"}),
         ];
         let mut raw: Vec<(&str, Vec<u8>)> = vec![
+            // Over api.max_body_bytes (1 MiB by default).
+            ("application/json", vec![b' '; 2 << 20]),
             ("application/json", b"{".to_vec()),
             ("application/json", b"{\"kind\": \"export\", }".to_vec()),
             ("application/json", vec![0xff, 0xfe]),
