@@ -159,3 +159,60 @@ async fn an_import_of_mostly_bad_rows_holds_a_bounded_number_of_locks() {
     eprintln!("{bad} rejects; at most {most} locks per backend over {samples} samples");
     stack.stop().await;
 }
+
+/// A column typed by a domain fails its cast with the domain's CHECK (a constraint
+/// violation, not a data exception): such values are rejects like any other, and the item
+/// loads the rest instead of failing on every delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_a_domain_refuses_are_rejected_not_fatal() {
+    let stack = Stack::start(
+        jobs_cli::Parts::ALL,
+        "[datasets.stock]\ntable = \"public.stock\"\nkey = \"id\"\n\
+         columns = [\"id\", \"qty\", \"code\"]\n",
+    )
+    .await;
+    for sql in [
+        "CREATE DOMAIN public.positive AS integer CHECK (VALUE > 0)",
+        "CREATE DOMAIN public.code3 AS text CHECK (length(VALUE) = 3)",
+        "CREATE TABLE public.stock (id bigint PRIMARY KEY, qty public.positive, code public.code3)",
+    ] {
+        jobs_core::sqlx::query(sql)
+            .execute(&stack.db.pool)
+            .await
+            .unwrap();
+    }
+    // Row i: qty -i for every 4th row (the domain's CHECK), `NA` for every 5th (a cast),
+    // a code of the wrong length for every 7th (a text domain, found by bisection).
+    let mut file = "id,qty,code\n".to_owned();
+    let (mut bad, rows) = (0usize, 400usize);
+    for i in 1..=rows {
+        let qty = match (i % 4, i % 5) {
+            (0, _) => format!("-{i}"),
+            (_, 0) => "NA".to_owned(),
+            _ => i.to_string(),
+        };
+        let code = if i % 7 == 0 { "TOOLONG" } else { "ABC" };
+        file.push_str(&format!("{i},{qty},{code}\n"));
+        bad += usize::from(i % 4 == 0 || i % 5 == 0 || i % 7 == 0);
+    }
+    let upload_id = upload(&stack, file.into_bytes()).await;
+    let (status, job) = stack
+        .post(
+            "/v1/jobs",
+            &json!({"kind": "import", "import": {"dataset": "stock", "upload_id": upload_id, "max_rejected": rows}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job = stack.finished(&id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"]["rejected"], bad as u64, "{job}");
+    assert_eq!(job["result"]["inserted"], (rows - bad) as u64, "{job}");
+    let report = crate::import::report(&stack, &id).await;
+    assert_eq!(report.len(), bad, "every bad row is reported: {report:?}");
+    let by_reason = |text: &str| report.iter().filter(|r| r.3.contains(text)).count();
+    assert_eq!(by_reason("positive"), rows / 4, "{report:?}");
+    assert!(by_reason("code3") > 0, "{report:?}");
+    assert!(by_reason("invalid input syntax") > 0, "{report:?}");
+    stack.stop().await;
+}
