@@ -62,6 +62,24 @@ impl ProcessError {
     }
 }
 
+/// Runs `work` (a processor's or a finalizer's), turning a panic into a retryable error
+/// that names it: a bug met by one item fails that item (after its deliveries, with the
+/// panic's text as its error), not the worker loop that ran it.
+pub async fn panics_as_errors<T>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, ProcessError>>,
+) -> Result<T, ProcessError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(r) => r,
+        Err(payload) => {
+            let text = crate::supervise::panic_text(payload.as_ref());
+            tracing::error!(what, panic = %text, "a panic while processing; counted as a failed attempt");
+            Err(ProcessError::retryable(format!("{what} panicked: {text}")))
+        }
+    }
+}
+
 /// Back-off before a retried item is visible again: exponential in the delivery count,
 /// capped, with "equal jitter" — between half the ceiling and the ceiling — so that items
 /// failing together do not come back together, and yet the waits add up to a known least

@@ -88,6 +88,12 @@ impl Liveness {
         self.lock().is_empty()
     }
 
+    /// Resolves once every loop is running again.
+    pub async fn regained(&self) {
+        let mut rx = self.live.subscribe();
+        let _ = rx.wait_for(|live| *live).await;
+    }
+
     /// Resolves once some loop cannot be kept running.
     pub async fn lost(&self) {
         let mut rx = self.live.subscribe();
@@ -125,7 +131,22 @@ pub async fn supervise<F, Fut>(
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
-        let outcome = tokio::spawn(start()).await;
+        let mut running = tokio::spawn(start());
+        // Once this start has run STABLE_AFTER the loop has recovered: its mark clears
+        // then, while it runs, not only when it next stops.
+        let stable = tokio::time::sleep(STABLE_AFTER);
+        tokio::pin!(stable);
+        let mut recovered = false;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut running => break outcome,
+                () = &mut stable, if !recovered => {
+                    recovered = true;
+                    failures = 0;
+                    liveness.mark(name, None);
+                }
+            }
+        };
         let cause = match outcome {
             Ok(()) if shutdown.is_cancelled() => return,
             Ok(()) => "it returned before shutdown".to_owned(),
@@ -178,7 +199,7 @@ where
 }
 
 /// The message of a panic, when it has one.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -230,9 +251,16 @@ mod tests {
         assert_eq!(failing[0].0, "flaky");
         assert!(failing[0].1.contains("bad message number"), "{failing:?}");
 
-        // Restarts go on: the loop runs, and the mark stays until it has run STABLE_AFTER.
+        // Restarts go on: the loop runs, and the mark stays until it has run STABLE_AFTER,
+        // then clears while it is still running.
         running.cancelled().await;
+        let runs_since = Instant::now();
         assert!(!liveness.is_live());
+        tokio::time::timeout(2 * STABLE_AFTER, liveness.regained())
+            .await
+            .expect("the mark stayed while the loop kept running");
+        assert!(runs_since.elapsed() >= STABLE_AFTER);
+        assert!(!shutdown.is_cancelled(), "the loop is still running");
         shutdown.cancel();
         task.await.unwrap();
         assert_eq!(starts.load(Ordering::SeqCst), GIVE_UP_AFTER + 2);

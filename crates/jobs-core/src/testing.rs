@@ -208,6 +208,28 @@ impl Drop for TestDb {
     }
 }
 
+/// Waits until `check` answers `Some`, looking every 50 ms, and returns that answer; fails
+/// the test naming `what` when `deadline` passes first. For conditions that no event
+/// announces (a row in another process's table); prefer awaiting the event where one is.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        every.tick().await;
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what}: not so after {deadline:?}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::messages::JobMessage;
-use jobs_core::process::{ProcessError, backoff};
+use jobs_core::process::{ProcessError, backoff, panics_as_errors};
 use jobs_core::queue::consume::Consumer as _;
 use jobs_core::queue::{DeadLetter, MAX_DELIVERY_REASON, QueueError, ReceivedMessage};
 use jobs_core::store::{Completion, ItemOutcome, Job};
@@ -110,7 +110,12 @@ async fn handle(
         return fail_item(ctx, msg, item, &job, "UnknownKind", &why).await;
     };
 
-    let result = with_lock_renewal(ctx, msg, processor.process(ctx, &job, item)).await;
+    let result = with_lock_renewal(
+        ctx,
+        msg,
+        panics_as_errors("the processor", processor.process(ctx, &job, item)),
+    )
+    .await;
     match result {
         Ok(output) => {
             let c = ctx
@@ -271,7 +276,8 @@ async fn finalize(
         announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
         return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
     }
-    match with_lock_renewal(ctx, msg, finalizer.finalize(ctx, job, &items)).await {
+    let finalizing = panics_as_errors("the finalizer", finalizer.finalize(ctx, job, &items));
+    match with_lock_renewal(ctx, msg, finalizing).await {
         Ok(result) => {
             ctx.store.succeed(job.id, &result).await?;
             announce(ctx, job.id, JobStatus::Succeeded, &item.trace).await?;

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use sqlx::PgPool;
@@ -74,22 +75,25 @@ pub trait Consumer: Sync {
 
 /// How long an idle loop waits for a message before looking again.
 pub const RECEIVE_WAIT: Duration = Duration::from_secs(5);
-/// At shutdown, how long a receive already under way may take to answer: a message it
-/// locked meanwhile is given back at once rather than left locked.
-pub const RECEIVE_GRACE: Duration = Duration::from_millis(500);
+/// At shutdown, how long past [`RECEIVE_WAIT`] a receive under way may take before it is
+/// dropped (a transport that hangs); what it locked then returns when its lock expires.
+pub const RECEIVE_STRAGGLE: Duration = Duration::from_secs(30);
 
 /// Runs `concurrency` receive loops on `queue` until `shutdown` is cancelled, handing each
 /// message to `handle`.
 ///
-/// At shutdown a loop receives nothing more: a receive under way gets [`RECEIVE_GRACE`] to
-/// answer, and a message it brings is abandoned at once (no delay), so another consumer
-/// takes it without waiting for the lock to expire. A message being handled gets `grace`
+/// At shutdown a loop receives nothing more: a receive under way stops waiting
+/// ([`Transport::receive_until`]) but is never dropped while it may be locking a message,
+/// and a message it brings is abandoned at once (no delay), so another consumer takes it
+/// without waiting for the lock to expire. A message being handled gets `grace`
 /// to finish; past that its handling is dropped and the message abandoned the same way
 /// (handlers are idempotent: the next delivery does it again).
 ///
-/// Each loop is supervised ([`crate::supervise`]): one that panics (a handler's bug, a
-/// remote answer no one foresaw) is logged and started again, and the message it held
-/// comes back when its lock expires.
+/// A handler that panics on a message (a bug, a remote answer no one foresaw) is logged
+/// with the panic's text, and the message is given back with a back-off: the loop goes on,
+/// and a message that always panics is dead-lettered when its deliveries run out. Each
+/// loop is supervised as well ([`crate::supervise`]): one that fails outside a handler is
+/// started again.
 pub async fn consume_until_stopped<H, Fut, E>(
     name: &'static str,
     transport: Arc<dyn Transport>,
@@ -178,13 +182,30 @@ impl ReceiveLoop {
         if self.shutdown.is_cancelled() {
             return None;
         }
-        let receiving = self.transport.receive(&self.queue, 1, RECEIVE_WAIT);
+        let receiving = self
+            .transport
+            .receive_until(&self.queue, 1, RECEIVE_WAIT, &self.shutdown);
         tokio::pin!(receiving);
-        tokio::select! {
-            r = &mut receiving => return Some(r),
-            () = self.shutdown.cancelled() => {}
+        let received = tokio::select! {
+            r = &mut receiving => r,
+            () = self.shutdown.cancelled() => {
+                match tokio::time::timeout(RECEIVE_WAIT + RECEIVE_STRAGGLE, receiving).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(
+                            service = self.name,
+                            queue = %self.queue,
+                            "shutting down: a receive did not answer; a message it locked returns when its lock expires"
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        if !self.shutdown.is_cancelled() {
+            return Some(received);
         }
-        if let Ok(Ok(msgs)) = tokio::time::timeout(RECEIVE_GRACE, receiving).await {
+        if let Ok(msgs) = received {
             for msg in msgs {
                 self.give_back(&msg.lock).await;
             }
@@ -203,15 +224,32 @@ impl ReceiveLoop {
         H: Fn(ReceivedMessage) -> Fut,
         Fut: Future<Output = Result<(), E>>,
     {
-        let lock = msg.lock;
-        let handling = handle(msg);
+        let (lock, delivery_count) = (msg.lock, msg.delivery_count);
+        let handling = std::panic::AssertUnwindSafe(handle(msg)).catch_unwind();
         tokio::pin!(handling);
         let grace_over = async {
             self.shutdown.cancelled().await;
             tokio::time::sleep(self.grace).await;
         };
         tokio::select! {
-            r = &mut handling => r,
+            handled = &mut handling => match handled {
+                Ok(r) => r,
+                Err(payload) => {
+                // A handler's bug met by this message: the loop goes on, and the message
+                // comes back later, until its deliveries run out and it is dead-lettered.
+                let delay = backoff(delivery_count, Duration::from_secs(1), Duration::from_secs(60));
+                tracing::error!(
+                    service = self.name,
+                    sequence = lock.sequence,
+                    delivery_count,
+                    panic = %crate::supervise::panic_text(payload.as_ref()),
+                    ?delay,
+                    "handling a message panicked; it is given back"
+                );
+                self.give_back_after(&lock, delay).await;
+                Ok(())
+                }
+            },
             () = grace_over => {
                 tracing::warn!(
                     service = self.name,
@@ -227,11 +265,11 @@ impl ReceiveLoop {
 
     /// Abandons a message with no delay, so that another consumer takes it now.
     async fn give_back(&self, lock: &super::LockToken) {
-        match self
-            .transport
-            .abandon(&self.queue, lock, Duration::ZERO)
-            .await
-        {
+        self.give_back_after(lock, Duration::ZERO).await;
+    }
+
+    async fn give_back_after(&self, lock: &super::LockToken, delay: Duration) {
+        match self.transport.abandon(&self.queue, lock, delay).await {
             Ok(()) | Err(QueueError::LockLost { .. }) => {}
             Err(e) => tracing::warn!(
                 service = self.name,

@@ -32,6 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use postgres::{PgTransport, PgTransportOptions, purge_expired_dedupe, vacuum_if_needed};
@@ -318,6 +319,24 @@ pub trait Transport: Send + Sync + fmt::Debug {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// [`Transport::receive`] that stops waiting once `stop` is cancelled. A claim of
+    /// messages that has begun is never interrupted: whatever it locked is returned, for
+    /// the caller to give back, so nothing is left locked by a receive no one awaits.
+    ///
+    /// The default waits for `receive` to answer (at most `wait` plus the transport's own
+    /// call timeout): a broker's long poll cannot be withdrawn without risking a message it
+    /// locks meanwhile.
+    async fn receive_until(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        wait: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let _ = stop;
+        self.receive(queue, max, wait).await
+    }
 
     /// Completes (removes) a message whose lock the caller holds.
     async fn complete(&self, queue: &QueueName, lock: &LockToken) -> Result<(), QueueError>;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod blob_azure;
+mod consume;
 mod ingest_store;
 mod queue_contract;
 mod queue_postgres;

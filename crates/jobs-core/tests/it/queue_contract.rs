@@ -429,6 +429,37 @@ pub async fn a_waiting_receiver_gets_a_later_message(t: Dyn) {
     assert_eq!(got[0].message_id, "late");
 }
 
+/// A receive told to stop still hands over what it has claimed, and one stopped while
+/// waiting leaves nothing locked: a message sent afterwards is there for the next receiver.
+pub async fn a_stopped_receive_leaves_nothing_locked(t: Dyn) {
+    let q = default_queue(&t).await;
+    t.send(&q, &[msg("waiting")]).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    let got = t.receive_until(&q, 1, patience(&t), &stop).await.unwrap();
+    assert_eq!(got.len(), 1, "a claim was dropped at the stop");
+    t.complete(&q, &got[0].lock).await.unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let receiving = {
+        let (t, q, stop) = (t.clone(), q.clone(), stop.clone());
+        let wait = patience(&t);
+        tokio::spawn(async move { t.receive_until(&q, 1, wait, &stop).await })
+    };
+    tokio::task::yield_now().await;
+    stop.cancel();
+    let got = receiving.await.unwrap().unwrap();
+    t.send(&q, &[msg("after")]).await.unwrap();
+    let mut ids: Vec<String> = got.into_iter().map(|m| m.message_id).collect();
+    ids.extend(
+        receive_n(&t, &q, 1 - ids.len())
+            .await
+            .into_iter()
+            .map(|m| m.message_id),
+    );
+    assert_eq!(ids, ["after"]);
+}
+
 pub async fn concurrent_receivers_never_share_a_locked_message(t: Dyn) {
     let q = default_queue(&t).await;
     const N: usize = 3_000;
@@ -492,6 +523,7 @@ macro_rules! contract_suite {
                 the_max_delivery_count_dead_letters_by_itself,
                 dead_letters_can_be_listed_taken_and_resubmitted,
                 bad_messages_are_refused_whole, a_waiting_receiver_gets_a_later_message,
+                a_stopped_receive_leaves_nothing_locked,
                 concurrent_receivers_never_share_a_locked_message);
         }
     };

@@ -1,5 +1,5 @@
-//! What only the Postgres transport does: sending inside the caller's transaction, and
-//! keeping its tables small by vacuuming them itself.
+//! What only the Postgres transport does: sending inside the caller's transaction,
+//! keeping its tables small by vacuuming them itself, and ending a receive's wait at a stop.
 
 use std::time::{Duration, Instant};
 
@@ -102,4 +102,28 @@ async fn maintenance_vacuums_tables_full_of_dead_rows() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A stop ends a receive's wait at once (a shutting-down worker does not sit out its long
+/// poll), with nothing claimed.
+#[tokio::test]
+async fn a_stop_ends_a_receives_wait() {
+    let db = TestDb::new().await;
+    let t = db.transport(true).await;
+    let q = queue(t.as_ref()).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let receiving = {
+        let (t, q, stop) = (t.clone(), q.clone(), stop.clone());
+        tokio::spawn(async move {
+            t.receive_until(&q, 1, Duration::from_secs(3600), &stop)
+                .await
+        })
+    };
+    stop.cancel();
+    let got = tokio::time::timeout(Duration::from_secs(60), receiving)
+        .await
+        .expect("the receive kept waiting after the stop")
+        .unwrap()
+        .unwrap();
+    assert!(got.is_empty());
 }

@@ -70,6 +70,8 @@ impl Processor for Scripted {
                 self.stuck.notify_one();
                 std::future::pending().await
             }
+            // A processor's bug met by one item.
+            "panic" => panic!("index out of bounds: the len is 3 but the index is 7"),
             other => panic!("unknown mode {other}"),
         }
     }
@@ -238,6 +240,28 @@ async fn retries_then_success_finish_the_job_through_its_finalizer() {
     assert_eq!(events.len(), 1);
 }
 
+/// A processor that panics fails its item like an error would, with the panic's text as the
+/// item's error, after its deliveries; the other items and the worker go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_processor_fails_its_item_with_the_panic_text() {
+    let h = harness(Duration::from_secs(30), 2).await;
+    let id = job(&h, &["ok", "panic", "ok"]).await;
+    drain(&h).await;
+    let job = h.ctx.store.get_any(id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!((job.progress.done, job.progress.failed), (2, 1));
+    let error = job.error.unwrap_or_default();
+    assert!(
+        error.contains("part 1") && error.contains("the processor panicked: index out of bounds"),
+        "{error}"
+    );
+    assert_eq!(
+        h.processor.calls.lock().unwrap()[&1],
+        2,
+        "retried like an error"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_and_exhausted_items_fail_the_job_and_are_dead_lettered() {
     let h = harness(Duration::from_secs(30), 3).await;
@@ -332,9 +356,12 @@ async fn a_stopping_worker_gives_back_what_it_cannot_finish_and_takes_nothing_ne
     job(&h, &["stuck"]).await;
     let Harness {
         _db,
-        ctx,
+        mut ctx,
         processor,
     } = h;
+    // One loop holds the stuck item; the other three are waiting in a receive when the
+    // stop comes, and must leave nothing locked behind.
+    ctx.settings.concurrency = 4;
     let ctx = Arc::new(ctx);
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(jobs_worker::run_until_stopped(ctx.clone(), stop.clone()));

@@ -357,6 +357,19 @@ impl Transport for PgTransport {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.receive_until(queue, max, wait, &CancellationToken::new())
+            .await
+    }
+
+    /// Waiting (for a notification or the next poll) stops at `stop`; a claim under way
+    /// runs to its end, so its messages reach the caller.
+    async fn receive_until(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        wait: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
         let s = self.settings(queue).await?;
         let max = max.clamp(1, 5_000);
         let deadline = tokio::time::Instant::now() + wait;
@@ -369,13 +382,14 @@ impl Transport for PgTransport {
             notified.as_mut().enable();
             let msgs = self.try_receive(s, max).await?;
             let now = tokio::time::Instant::now();
-            if !msgs.is_empty() || now >= deadline {
+            if !msgs.is_empty() || now >= deadline || stop.is_cancelled() {
                 return Ok(msgs);
             }
             let nap = self.options.poll_interval.min(deadline - now);
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep(nap) => {}
+                () = stop.cancelled() => return Ok(Vec::new()),
             }
         }
     }
