@@ -154,6 +154,7 @@ impl Services {
             allow_private_networks: cfg.notifier.allow_private_networks,
             timeout: cfg.notifier.timeout(),
             max_delay: cfg.queue.max_delay(),
+            shutdown_grace: cfg.queue.shutdown_grace(),
             base_url: if cfg.api.public_url.is_empty() {
                 api_url.clone()
             } else {

@@ -39,6 +39,8 @@ pub struct NotifierContext {
     /// The longest wait before a retry: a receiver's `Retry-After` is cut to it
     /// (`queue.max_delay_secs`).
     pub max_delay: Duration,
+    /// How long a delivery under way at shutdown may go on (`queue.shutdown_grace_secs`).
+    pub shutdown_grace: Duration,
 }
 
 impl Consumer for NotifierContext {
@@ -295,8 +297,9 @@ pub async fn run_until_stopped(
     shutdown: CancellationToken,
 ) {
     let (transport, queue) = (ctx.transport.clone(), ctx.queues.events.clone());
-    // A delivery in progress at shutdown is bounded by its own timeout: let it end.
-    let grace = ctx.timeout + Duration::from_secs(1);
+    // A delivery in progress at shutdown gets the configured grace, and at least its own
+    // timeout, so that an answer on its way is not thrown away (and the webhook sent twice).
+    let grace = ctx.shutdown_grace.max(ctx.timeout + Duration::from_secs(1));
     jobs_core::queue::consume::consume_until_stopped(
         "notifier",
         transport,

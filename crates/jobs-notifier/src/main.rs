@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
             allow_private_networks: cfg.notifier.allow_private_networks,
             timeout: cfg.notifier.timeout(),
             max_delay: cfg.queue.max_delay(),
+            shutdown_grace: cfg.queue.shutdown_grace(),
             base_url,
         });
         jobs_notifier::run_until_stopped(ctx, 4, stop).await;

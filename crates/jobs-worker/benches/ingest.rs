@@ -69,7 +69,7 @@ async fn runtime(db: &TestDb, blob_root: &std::path::Path, source_url: &str) -> 
     let toml = format!(
         r#"
 [database]
-max_connections = 40
+max_connections = 48
 [queue]
 poll_interval_ms = 50
 [worker]

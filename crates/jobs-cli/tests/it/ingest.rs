@@ -378,7 +378,7 @@ async fn concurrency_settles_near_the_source_limit() {
     let mock = MockSource::start(opts).await.unwrap();
     let extra = "page_size = 100\npartition_size = 1000\nmax_concurrency = 16\nmax_attempts = 20";
     let toml = format!(
-        "{}[worker]\nconcurrency = 12\n",
+        "{}[worker]\nconcurrency = 12\n[database]\nmax_connections = 20\n",
         source("limited", &mock.base_url(), extra)
     );
     let stack = Stack::start(Parts::ALL, &toml).await;

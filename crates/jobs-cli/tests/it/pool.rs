@@ -42,7 +42,12 @@ async fn a_process_holds_no_more_connections_than_it_is_given() {
     for max in [4, 8] {
         let stack = Stack::start(
             Parts::ALL,
-            &format!("[database]\nmax_connections = {max}\n"),
+            // At 4 connections, one worker loop (more are refused: see
+            // `Config::least_connections_for_workers`).
+            &format!(
+                "[database]\nmax_connections = {max}\n[worker]\nconcurrency = {}\n",
+                if max < 8 { 1 } else { 4 }
+            ),
         )
         .await;
         let (status, ready) = stack.get("/health/ready").await;

@@ -35,35 +35,52 @@ impl BlobStore {
     }
 }
 
+/// Removes the abandoned staging files under `dir`. A file or directory that goes away
+/// during the walk (renamed into place, removed by another sweeper) is skipped; any other
+/// error about one entry is logged and the walk goes on with the next, so one unreadable
+/// file does not stop the sweep. Only `dir` itself being unreadable is an error.
 fn remove_under(dir: &Path, now: SystemTime, max_age: Duration) -> std::io::Result<u64> {
-    let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
+    let mut removed = 0;
     for entry in entries {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            removed += remove_under(&entry.path(), now, max_age)?;
-            continue;
-        }
-        if !kind.is_file() || !entry.file_name().to_string_lossy().contains('#') {
-            continue;
-        }
-        let modified = entry.metadata()?.modified()?;
-        if now.duration_since(modified).unwrap_or_default() < max_age {
-            continue;
-        }
-        match std::fs::remove_file(entry.path()) {
-            Ok(()) => removed += 1,
-            // Renamed into place or removed by another sweeper meanwhile.
+        let one = entry.and_then(|entry| remove_if_abandoned(&entry, now, max_age));
+        match one {
+            Ok(n) => removed += n,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "sweeping staging files: skipped an entry"
+            ),
         }
     }
     Ok(removed)
+}
+
+/// What [`remove_under`] does with one entry: a directory is walked, an old staging file
+/// removed; returns how many files went.
+fn remove_if_abandoned(
+    entry: &std::fs::DirEntry,
+    now: SystemTime,
+    max_age: Duration,
+) -> std::io::Result<u64> {
+    let kind = entry.file_type()?;
+    if kind.is_dir() {
+        return remove_under(&entry.path(), now, max_age);
+    }
+    if !kind.is_file() || !entry.file_name().to_string_lossy().contains('#') {
+        return Ok(0);
+    }
+    let modified = entry.metadata()?.modified()?;
+    if now.duration_since(modified).unwrap_or_default() < max_age {
+        return Ok(0);
+    }
+    std::fs::remove_file(entry.path())?;
+    Ok(1)
 }
 
 #[cfg(test)]

@@ -66,13 +66,32 @@ impl DatabaseConfig {
     /// LISTEN connections come out of the store's pool. With another transport the store's
     /// pool has them all.
     pub fn pool_sizes(&self, transport: TransportKind) -> (u32, u32) {
-        match transport {
-            TransportKind::Postgres => {
-                let receivers = (self.max_connections / 4).max(1);
-                (self.max_connections - receivers, receivers)
-            }
-            TransportKind::Servicebus => (self.max_connections, 0),
+        split_connections(self.max_connections, transport)
+    }
+}
+
+/// [`DatabaseConfig::pool_sizes`] for `max` connections.
+fn split_connections(max: u32, transport: TransportKind) -> (u32, u32) {
+    match transport {
+        TransportKind::Postgres => {
+            let receivers = (max / 4).max(1);
+            (max - receivers, receivers)
         }
+        TransportKind::Servicebus => (max, 0),
+    }
+}
+
+impl Config {
+    /// The least `database.max_connections` with which `worker.concurrency` loops each get a
+    /// job-store connection (an export's COPY, an import's transaction) without waiting for
+    /// one another, beside the queue's LISTEN connection and one for the rest.
+    pub fn least_connections_for_workers(&self) -> u32 {
+        let listen =
+            u32::from(self.queue.transport == TransportKind::Postgres && self.queue.listen_notify);
+        let needed = self.worker.concurrency as u32 + listen + 1;
+        (4..)
+            .find(|&max| split_connections(max, self.queue.transport).0 >= needed)
+            .unwrap_or(u32::MAX)
     }
 }
 
@@ -334,6 +353,28 @@ impl Config {
                 "retry base and cap must be positive".into(),
             );
         }
+        if self.worker.retry_cap_secs > self.queue.max_delay_secs {
+            return invalid(
+                "worker.retry_cap_secs",
+                format!(
+                    "must not exceed queue.max_delay_secs ({})",
+                    self.queue.max_delay_secs
+                ),
+            );
+        }
+        let least = self.least_connections_for_workers();
+        if self.database.max_connections < least {
+            return invalid(
+                "database.max_connections",
+                format!(
+                    "is {}, but worker.concurrency = {} needs at least {least}: one job-store \
+                     connection per worker loop, the queue's LISTEN connection and one for \
+                     everything else, after the queue receivers' quarter; raise \
+                     database.max_connections or lower worker.concurrency",
+                    self.database.max_connections, self.worker.concurrency
+                ),
+            );
+        }
         if self.notifier.timeout_secs == 0 || self.notifier.retry_schedule_secs.is_empty() {
             return invalid(
                 "notifier.retry_schedule_secs",
@@ -500,6 +541,30 @@ mod tests {
             assert_eq!(cfg.telemetry.log_format, LogFormat::Json);
             Ok(())
         });
+    }
+
+    #[test]
+    fn too_few_connections_for_the_workers_loops_are_refused() {
+        let err =
+            Config::from_figment(defaults().merge(Toml::string("[database]\nmax_connections = 4")))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("database.max_connections") && err.contains("worker.concurrency = 4"),
+            "{err}"
+        );
+        assert!(err.contains("at least 7"), "{err}");
+        let cfg = Config::from_figment(defaults().merge(Toml::string(
+            "[database]\nmax_connections = 4\n[worker]\nconcurrency = 1",
+        )))
+        .unwrap();
+        assert_eq!(cfg.least_connections_for_workers(), 4);
+        let err = Config::from_figment(
+            defaults().merge(Toml::string("[worker]\nretry_cap_secs = 99999999999")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("worker.retry_cap_secs"), "{err}");
     }
 
     #[test]
