@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jobs_core::messages::Queues;
-use jobs_core::queue::{OutgoingMessage, PgTransport, PgTransportOptions, Transport};
 use jobs_core::sqlx::{self, PgPool};
+use jobs_queue::messages::Queues;
+use jobs_queue::{OutgoingMessage, PgTransport, PgTransportOptions, Transport};
 use serde_json::{Value, json};
 
 use crate::data;

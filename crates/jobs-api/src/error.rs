@@ -114,10 +114,10 @@ impl From<jobs_core::schedule::ScheduleError> for ApiError {
     }
 }
 
-impl From<jobs_core::queue::QueueError> for ApiError {
-    fn from(e: jobs_core::queue::QueueError) -> Self {
+impl From<jobs_queue::QueueError> for ApiError {
+    fn from(e: jobs_queue::QueueError) -> Self {
         match &e {
-            jobs_core::queue::QueueError::Db(db) => Self::database(db),
+            jobs_queue::QueueError::Db(db) => Self::database(db),
             _ => Self::internal(e),
         }
     }

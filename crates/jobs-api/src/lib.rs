@@ -49,11 +49,11 @@ use axum::{Router, middleware};
 use jobs_core::blob::BlobStore;
 use jobs_core::dataset::Catalog;
 use jobs_core::jobtype::{JobTypes, KindEnv};
-use jobs_core::messages::Queues;
-use jobs_core::queue::outbox::TxSender;
-use jobs_core::runtime::Runtime;
 use jobs_core::store::JobStore;
 use jobs_core::{Config, TenantId};
+use jobs_queue::messages::Queues;
+use jobs_queue::outbox::TxSender;
+use jobs_queue::runtime::Runtime;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -219,7 +219,7 @@ pub async fn state(
         catalog: rt.catalog.clone(),
         blobs: rt.blobs.clone(),
         job_types,
-        kind_env: KindEnv::from_runtime(rt),
+        kind_env: rt.kind_env(),
         job_events,
     })
 }

@@ -1,7 +1,7 @@
 //! `jobs-api`: serves the HTTP API on `api.listen` until SIGTERM.
 
 fn main() -> std::process::ExitCode {
-    jobs_core::service::main("jobs-api", |rt, stop| async move {
+    jobs_queue::service::main("jobs-api", |rt, stop| async move {
         let listener = tokio::net::TcpListener::bind(rt.cfg.api.listen).await?;
         let state = jobs_api::state(
             &rt,

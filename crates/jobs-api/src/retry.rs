@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use jobs_core::document::job_document;
 use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::store::RetryOutcome;
+use jobs_queue::messages::WorkItemMessage as _;
 
 use crate::AppState;
 use crate::auth::Tenant;

@@ -16,11 +16,11 @@ use std::time::Instant;
 
 use chrono::Utc;
 use jobs_core::jobtype::JobTypes;
-use jobs_core::runtime::Runtime;
 use jobs_core::schedule::{NewSchedule, ScheduleId, ScheduleStore};
 use jobs_core::{Config, JobKind, TenantId};
 use jobs_enqueuer::EnqueuerContext;
 use jobs_enqueuer::schedules::fire_due;
+use jobs_queue::runtime::Runtime;
 use secrecy::ExposeSecret;
 use serde_json::json;
 

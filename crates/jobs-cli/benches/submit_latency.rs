@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use jobs_cli::{Parts, Services};
 use jobs_core::Config;
-use jobs_core::runtime::Runtime;
+use jobs_queue::runtime::Runtime;
 use secrecy::ExposeSecret;
 use serde_json::json;
 

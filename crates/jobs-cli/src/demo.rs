@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use jobs_core::Config;
-use jobs_core::runtime::Runtime;
+use jobs_queue::runtime::Runtime;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::net::TcpListener;

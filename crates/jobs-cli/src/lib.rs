@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use jobs_core::runtime::Runtime;
 use jobs_core::{Config, TenantId};
+use jobs_queue::runtime::Runtime;
 use secrecy::ExposeSecret;
 
 pub use client::Client;

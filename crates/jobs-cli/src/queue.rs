@@ -7,7 +7,7 @@ use jobs_core::Config;
 use std::sync::Arc;
 
 use jobs_core::config::TransportKind;
-use jobs_core::queue::{
+use jobs_queue::{
     ConnectionString, PgTransport, PgTransportOptions, QueueName, ServiceBusTransport, Transport,
 };
 use secrecy::ExposeSecret;

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use jobs_core::jobtype::{JobType, JobTypes, KindEnv};
-use jobs_core::runtime::Runtime;
+use jobs_core::jobtype::{JobType, JobTypes};
 use jobs_enqueuer::EnqueuerContext;
 use jobs_notifier::NotifierContext;
+use jobs_queue::runtime::Runtime;
 use jobs_worker::{Registry, WorkerContext, WorkerSettings};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -123,7 +123,7 @@ impl Services {
             transport: runtime.transport.clone(),
             queues: runtime.queues.clone(),
             job_types: kinds.job_types.clone(),
-            env: KindEnv::from_runtime(&runtime),
+            env: runtime.kind_env(),
             max_delivery_count: cfg.queue.max_delivery_count,
             tx_sender: runtime.tx_sender.clone(),
         });

@@ -40,17 +40,6 @@ pub struct KindEnv {
     pub cfg: Arc<Config>,
 }
 
-impl KindEnv {
-    pub fn from_runtime(rt: &crate::runtime::Runtime) -> Self {
-        Self {
-            pool: rt.pool.clone(),
-            catalog: rt.catalog.clone(),
-            blobs: rt.blobs.clone(),
-            cfg: rt.cfg.clone(),
-        }
-    }
-}
-
 /// Why parameters were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ParamsError {

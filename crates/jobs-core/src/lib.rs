@@ -1,6 +1,8 @@
 //! Offload's shared core.
 //!
-//! Everything the services have in common and nothing HTTP-specific:
+//! Everything the services have in common and nothing HTTP-specific. The queues (the
+//! transports, the consume loops, the runtime a service starts with) are `jobs-queue`,
+//! built on this crate. What it holds:
 //! - [`id`], [`kind`], [`status`], [`envelope`], [`process`]: the domain — job and tenant ids,
 //!   stable kind strings, the job status state machine, the work item envelope and typed
 //!   processing errors;
@@ -8,14 +10,11 @@
 //! - [`telemetry`]: tracing subscriber set-up and W3C trace-context propagation;
 //! - [`db`]: connecting to Postgres and applying the migrations;
 //! - [`store`]: the job-status store (jobs, work items, counters, tenants);
-//! - [`messages`]: the queues the services talk through and their control messages;
 //! - [`blob`]: the blob store (streaming writes, deterministic paths);
 //! - [`dataset`], [`export`], [`import`]: the dataset catalog, the export job (request,
 //!   plan, parts, assembly) and the import job (uploads split into byte ranges, upserted by
 //!   key, rejected rows reported);
 //! - [`ingest`]: the ingest job (source APIs, partitions, pages, adaptive concurrency);
-//! - [`queue`]: the queue transport trait with Service Bus semantics and its Postgres
-//!   implementation;
 //! - [`schedule`]: jobs fired on a cron expression in a time zone;
 //! - [`supervise`]: the loops a service runs, restarted when they fail, and liveness;
 //! - [`uploads`]: deleting uploads (by hand and by retention) in a crash-safe order.
@@ -33,13 +32,9 @@ pub mod ingest;
 pub mod jobtype;
 pub mod kind;
 pub mod listen;
-pub mod messages;
 pub mod net;
 pub mod process;
-pub mod queue;
-pub mod runtime;
 pub mod schedule;
-pub mod service;
 pub mod status;
 pub mod store;
 pub mod supervise;

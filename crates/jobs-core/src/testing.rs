@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -15,7 +14,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use crate::config::{Config, DEFAULTS};
-use crate::queue::{PgTransport, PgTransportOptions};
 
 /// A database of its own for one test.
 #[derive(Debug)]
@@ -161,18 +159,6 @@ impl TestDb {
             name,
             admin,
         }
-    }
-
-    /// The Postgres transport on this database, polling every 50 ms, maintenance off.
-    pub async fn transport(&self, listen_notify: bool) -> Arc<PgTransport> {
-        let opts = PgTransportOptions {
-            listen_notify,
-            poll_interval: Duration::from_millis(50),
-            maintenance_interval: Duration::from_secs(3600),
-            vacuum_dead_rows: 0,
-            receiver_connections: 10,
-        };
-        Arc::new(PgTransport::start(self.pool.clone(), opts).await.unwrap())
     }
 
     /// The default configuration pointed at this database, with TOML `layers` on top (later

@@ -16,14 +16,15 @@ use std::time::Duration;
 use jobs_core::JobStatus;
 use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::jobtype::{JobTypes, KindEnv, PlanError};
-use jobs_core::messages::{JobMessage, Queues};
 use jobs_core::process::backoff;
-use jobs_core::queue::consume::Consumer;
-use jobs_core::queue::outbox::TxSender;
-use jobs_core::queue::{DeadLetter, OutgoingMessage, QueueError, ReceivedMessage, Transport};
 use jobs_core::schedule::ScheduleError;
 use jobs_core::store::{Job, JobStore, PlanOutcome, PlannedItem, StoreError};
 use jobs_core::supervise::spawn_supervised;
+use jobs_queue::consume::Consumer;
+use jobs_queue::messages::WorkItemMessage as _;
+use jobs_queue::messages::{JobMessage, Queues};
+use jobs_queue::outbox::TxSender;
+use jobs_queue::{DeadLetter, OutgoingMessage, QueueError, ReceivedMessage, Transport};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -57,13 +58,13 @@ impl Consumer for EnqueuerContext {
 
 impl EnqueuerContext {
     /// Everything from the runtime, planning `job_types`.
-    pub fn from_runtime(rt: &jobs_core::runtime::Runtime, job_types: JobTypes) -> Self {
+    pub fn from_runtime(rt: &jobs_queue::runtime::Runtime, job_types: JobTypes) -> Self {
         Self {
             store: rt.store.clone(),
             transport: rt.transport.clone(),
             queues: rt.queues.clone(),
             job_types,
-            env: KindEnv::from_runtime(rt),
+            env: rt.kind_env(),
             max_delivery_count: rt.cfg.queue.max_delivery_count,
             tx_sender: rt.tx_sender.clone(),
         }
@@ -405,7 +406,7 @@ pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: Cancellation
                 let ctx = ctx.clone();
                 async move { handle_dead_letter(&ctx, dead).await }
             };
-            jobs_core::queue::consume::sweep_dead_letters_until_stopped(
+            jobs_queue::consume::sweep_dead_letters_until_stopped(
                 "enqueuer", transport, pool, queue, stop, handle,
             )
             .await;
@@ -419,7 +420,7 @@ pub async fn run_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: Cancellation
 
 async fn plan_until_stopped(ctx: Arc<EnqueuerContext>, shutdown: CancellationToken) {
     let (transport, queue) = (ctx.transport.clone(), ctx.queues.jobs.clone());
-    jobs_core::queue::consume::consume_until_stopped(
+    jobs_queue::consume::consume_until_stopped(
         "enqueuer",
         transport,
         queue,

@@ -2,19 +2,19 @@
 
 use std::sync::Arc;
 
-use jobs_core::jobtype::{JobTypes, KindEnv};
-use jobs_core::queue::outbox::TxSender;
+use jobs_core::jobtype::JobTypes;
 use jobs_enqueuer::EnqueuerContext;
+use jobs_queue::outbox::TxSender;
 
 fn main() -> std::process::ExitCode {
-    jobs_core::service::main("jobs-enqueuer", |rt, stop| async move {
+    jobs_queue::service::main("jobs-enqueuer", |rt, stop| async move {
         // Fired schedules' messages go through the outbox on a broker: relay it from here too.
         if let TxSender::Outbox(outbox) = &rt.tx_sender {
             tokio::spawn(outbox.clone().relay_until_stopped(stop.clone()));
         }
         let ctx = Arc::new(EnqueuerContext {
             max_delivery_count: rt.cfg.queue.max_delivery_count,
-            env: KindEnv::from_runtime(&rt),
+            env: rt.kind_env(),
             tx_sender: rt.tx_sender,
             job_types: JobTypes::with_builtins(),
             store: rt.store,

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use jobs_core::JobId;
 use jobs_core::envelope::TraceContext;
-use jobs_core::messages::JobMessage;
 use jobs_core::schedule::{ScheduleId, ScheduleStore};
 use jobs_core::store::{CreateOutcome, NewJob, StoreError};
+use jobs_queue::messages::JobMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobs_core::document::job_document;
-use jobs_core::messages::{JobMessage, Queues};
-use jobs_core::queue::consume::Consumer;
-use jobs_core::queue::{QueueError, ReceivedMessage, Transport};
 use jobs_core::store::{JobStore, StoreError, WebhookAttempt};
+use jobs_queue::consume::Consumer;
+use jobs_queue::messages::{JobMessage, Queues};
+use jobs_queue::{QueueError, ReceivedMessage, Transport};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -300,7 +300,7 @@ pub async fn run_until_stopped(
     // A delivery in progress at shutdown gets the configured grace, and at least its own
     // timeout, so that an answer on its way is not thrown away (and the webhook sent twice).
     let grace = ctx.shutdown_grace.max(ctx.timeout + Duration::from_secs(1));
-    jobs_core::queue::consume::consume_until_stopped(
+    jobs_queue::consume::consume_until_stopped(
         "notifier",
         transport,
         queue,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use jobs_notifier::NotifierContext;
 
 fn main() -> std::process::ExitCode {
-    jobs_core::service::main("jobs-notifier", |rt, stop| async move {
+    jobs_queue::service::main("jobs-notifier", |rt, stop| async move {
         let cfg = rt.cfg.clone();
         let base_url = if cfg.api.public_url.is_empty() {
             format!("http://{}", cfg.api.listen)

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use jobs_core::envelope::{TraceContext, WorkItem};
-use jobs_core::messages::JobMessage;
 use jobs_core::process::{ProcessError, backoff, panics_as_errors};
-use jobs_core::queue::consume::Consumer as _;
-use jobs_core::queue::{DeadLetter, MAX_DELIVERY_REASON, QueueError, ReceivedMessage};
 use jobs_core::store::{Completion, ItemOutcome, Job};
 use jobs_core::{JobId, JobStatus};
+use jobs_queue::consume::Consumer as _;
+use jobs_queue::messages::JobMessage;
+use jobs_queue::messages::WorkItemMessage as _;
+use jobs_queue::{DeadLetter, MAX_DELIVERY_REASON, QueueError, ReceivedMessage};
 use tracing::Instrument;
 
 use crate::{WorkerContext, WorkerError};
@@ -333,7 +334,7 @@ async fn with_lock_renewal<T>(
 /// Messages that reached the dead-letter queue by themselves (the lock expired on their last
 /// permitted delivery — say the worker died) were never accounted for: an item is counted
 /// failed so its job can still finish, and a finalize message fails its job. Swept with
-/// `jobs_core::queue::consume`; only items still pending change anything, so it is
+/// `jobs_queue::consume`; only items still pending change anything, so it is
 /// idempotent.
 pub(crate) async fn handle_dead_letter(
     ctx: &WorkerContext,

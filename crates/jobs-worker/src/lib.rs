@@ -4,7 +4,7 @@
 //!
 //! [`try_process_next`] is one testable step: receive at most one message and deal with it
 //! completely. [`run_until_stopped`] runs `worker.concurrency` such loops until shut down
-//! (the shared loop of `jobs_core::queue::consume`), plus the dead-letter sweep.
+//! (the shared loop of `jobs_queue::consume`), plus the dead-letter sweep.
 //!
 //! What happens to a message:
 //! - it does not decode → dead-lettered at once ("MalformedEnvelope"), never retried;
@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use jobs_core::blob::BlobStore;
 use jobs_core::dataset::Catalog;
-use jobs_core::messages::Queues;
-use jobs_core::queue::{QueueError, Transport};
 use jobs_core::store::{JobStore, StoreError};
+use jobs_queue::messages::Queues;
+use jobs_queue::{QueueError, Transport};
 use tokio_util::sync::CancellationToken;
 
 pub use handle::process_message;
@@ -53,8 +53,8 @@ pub struct WorkerContext {
     pub settings: WorkerSettings,
 }
 
-impl jobs_core::queue::consume::Consumer for WorkerContext {
-    fn transport(&self) -> &dyn jobs_core::queue::Transport {
+impl jobs_queue::consume::Consumer for WorkerContext {
+    fn transport(&self) -> &dyn jobs_queue::Transport {
         self.transport.as_ref()
     }
 
@@ -136,7 +136,7 @@ pub async fn run_until_stopped(ctx: Arc<WorkerContext>, shutdown: CancellationTo
                 let ctx = ctx.clone();
                 async move { handle::handle_dead_letter(&ctx, dead).await }
             };
-            jobs_core::queue::consume::sweep_dead_letters_until_stopped(
+            jobs_queue::consume::sweep_dead_letters_until_stopped(
                 "worker", transport, pool, queue, stop, handle,
             )
             .await;
@@ -148,7 +148,7 @@ pub async fn run_until_stopped(ctx: Arc<WorkerContext>, shutdown: CancellationTo
         ctx.settings.concurrency,
         ctx.settings.shutdown_grace,
     );
-    jobs_core::queue::consume::consume_until_stopped(
+    jobs_queue::consume::consume_until_stopped(
         "worker",
         transport,
         queue,

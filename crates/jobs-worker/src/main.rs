@@ -5,7 +5,7 @@ use std::sync::Arc;
 use jobs_worker::{Registry, WorkerContext, WorkerSettings};
 
 fn main() -> std::process::ExitCode {
-    jobs_core::service::main("jobs-worker", |rt, stop| async move {
+    jobs_queue::service::main("jobs-worker", |rt, stop| async move {
         let ctx = Arc::new(WorkerContext {
             settings: WorkerSettings::from_config(&rt.cfg),
             cfg: rt.cfg,

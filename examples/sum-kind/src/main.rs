@@ -7,7 +7,7 @@
 //! ```
 
 fn main() -> std::process::ExitCode {
-    jobs_core::service::main("sum-kind", |rt, stop| async move {
+    jobs_queue::service::main("sum-kind", |rt, stop| async move {
         let listener = tokio::net::TcpListener::bind(rt.cfg.api.listen).await?;
         let services =
             jobs_cli::Services::start_with(rt, listener, jobs_cli::Parts::ALL, sum_kind::kinds())

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobs_core::runtime::Runtime;
 use jobs_core::testing::TestDb;
+use jobs_queue::runtime::Runtime;
 use serde_json::{Value, json};
 
 const KEY: &str = "sum-test-key";

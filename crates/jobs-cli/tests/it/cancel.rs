@@ -74,8 +74,8 @@ async fn a_queued_job_is_cancelled_at_once_and_finished_ones_refuse() {
         .unwrap();
     let finished: Vec<_> = events
         .iter()
-        .map(|m| jobs_core::messages::JobMessage::decode(&m.body).unwrap())
-        .filter(|e| matches!(e, jobs_core::messages::JobMessage::Finished { job_id, .. } if job_id.to_string() == id))
+        .map(|m| jobs_queue::messages::JobMessage::decode(&m.body).unwrap())
+        .filter(|e| matches!(e, jobs_queue::messages::JobMessage::Finished { job_id, .. } if job_id.to_string() == id))
         .collect();
     assert_eq!(finished.len(), 1, "{finished:?}");
     stack.stop().await;
@@ -95,7 +95,7 @@ async fn a_queued_job_is_cancelled_at_once_and_finished_ones_refuse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_dead_lettered_behind_the_workers_back_still_finishes_its_job() {
-    use jobs_core::queue::MAX_DELIVERY_REASON;
+    use jobs_queue::MAX_DELIVERY_REASON;
     let stack = Stack::start(
         Parts {
             enqueuer: true,

@@ -98,7 +98,7 @@ async fn a_rejected_message_is_parked_in_postgres_not_lost_or_looping() {
     let double = ServiceBusDouble::start(Default::default()).await.unwrap();
     let stack = Stack::start(Parts::ALL, &azure_toml(&double)).await;
     let rt = stack.runtime();
-    let garbage = jobs_core::queue::OutgoingMessage::new("garbage-1", "{not a work item");
+    let garbage = jobs_queue::OutgoingMessage::new("garbage-1", "{not a work item");
     rt.transport
         .send(&rt.queues.work, &[garbage])
         .await

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jobs_cli::{Parts, Services};
-use jobs_core::runtime::Runtime;
 use jobs_core::testing::TestDb;
+use jobs_queue::runtime::Runtime;
 use serde_json::{Value, json};
 
 pub const KEY: &str = "test-key";

@@ -5,6 +5,7 @@
 //! levels. The result is validated before any service starts, and every error names the key
 //! at fault. This is the only module that reads the environment.
 
+pub mod servicebus;
 mod services;
 mod sources;
 
@@ -51,6 +52,11 @@ pub struct Config {
     #[serde(default)]
     pub sources: Sources,
 }
+
+/// The longest an abandon holds a message back: a longer delay is cut to this, whoever
+/// asked for it. (Services cut remote-supplied delays to `queue.max_delay_secs` first; this
+/// is the transports' own guard, so no delay can overflow their time arithmetic.)
+pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,13 +213,10 @@ impl Config {
         if !(1..=3600).contains(&self.queue.lock_duration_secs) {
             return invalid("queue.lock_duration_secs", "must be between 1 and 3600");
         }
-        if !(1..=crate::queue::MAX_DELAY.as_secs()).contains(&self.queue.max_delay_secs) {
+        if !(1..=MAX_DELAY.as_secs()).contains(&self.queue.max_delay_secs) {
             return invalid(
                 "queue.max_delay_secs",
-                &format!(
-                    "must be between 1 and {}",
-                    crate::queue::MAX_DELAY.as_secs()
-                ),
+                &format!("must be between 1 and {}", MAX_DELAY.as_secs()),
             );
         }
         if !(1..=1000).contains(&self.queue.max_delivery_count) {
@@ -239,7 +242,7 @@ impl Config {
                     "must be set for the servicebus transport",
                 );
             }
-            if let Err(e) = crate::queue::ConnectionString::parse(cs) {
+            if let Err(e) = servicebus::ConnectionString::parse(cs) {
                 return invalid("queue.servicebus_connection_string", &e.to_string());
             }
         }

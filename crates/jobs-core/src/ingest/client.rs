@@ -106,7 +106,7 @@ impl SourceClient {
         }
         // Cut to the queue's longest delay here; the worker cuts it to `queue.max_delay_secs`.
         let retry_after =
-            crate::net::retry_after(response.headers(), Utc::now(), crate::queue::MAX_DELAY);
+            crate::net::retry_after(response.headers(), Utc::now(), crate::config::MAX_DELAY);
         if status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || status.is_server_error()

@@ -2,10 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod blob_azure;
-mod consume;
 mod ingest_store;
-mod queue_contract;
-mod queue_postgres;
-mod queue_servicebus;
 mod store;
 mod support;

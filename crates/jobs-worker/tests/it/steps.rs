@@ -9,12 +9,14 @@ use async_trait::async_trait;
 use jobs_core::blob::BlobStore;
 use jobs_core::dataset::Catalog;
 use jobs_core::envelope::{TraceContext, WorkItem};
-use jobs_core::messages::Queues;
 use jobs_core::process::ProcessError;
-use jobs_core::queue::{OutgoingMessage, QueueSpec, Transport};
 use jobs_core::store::{ItemRecord, Job, JobStore, NewJob, PlannedItem};
 use jobs_core::testing::TestDb;
 use jobs_core::{JobId, JobKind, JobStatus, TenantId, WorkKind};
+use jobs_queue::messages::Queues;
+use jobs_queue::messages::WorkItemMessage as _;
+use jobs_queue::testing::TestDbExt;
+use jobs_queue::{OutgoingMessage, QueueSpec, Transport};
 use jobs_worker::{Finalizer, Outcome, Processor, Registry, WorkerContext, WorkerSettings};
 use serde_json::{Value, json};
 

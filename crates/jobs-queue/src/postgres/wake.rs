@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::listen::Notice;
+use jobs_core::listen::Notice;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ pub(super) async fn spawn_listener(
     wakers: Arc<Wakers>,
     stop: CancellationToken,
 ) -> Result<(), sqlx::Error> {
-    crate::listen::spawn_listener("queue listener", pool, CHANNEL, stop, move |n| match n {
+    jobs_core::listen::spawn_listener("queue listener", pool, CHANNEL, stop, move |n| match n {
         Notice::Payload(queue) => wakers.wake(queue),
         Notice::Gap => wakers.wake_all(),
     })

@@ -30,7 +30,7 @@ pub(super) struct Maintenance {
 
 pub(super) fn spawn(pool: PgPool, m: Maintenance, stop: CancellationToken) {
     let shutdown = stop.clone();
-    crate::supervise::spawn_supervised("queue maintenance", shutdown, move || {
+    jobs_core::supervise::spawn_supervised("queue maintenance", shutdown, move || {
         run_until_stopped(pool.clone(), m, stop.clone())
     });
 }

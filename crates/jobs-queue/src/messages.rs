@@ -11,10 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{MAX_ENVELOPE_BYTES, TraceContext, WorkItem};
-use crate::id::JobId;
-use crate::queue::{OutgoingMessage, QueueName};
-use crate::status::JobStatus;
+use crate::{OutgoingMessage, QueueName};
+use jobs_core::envelope::{MAX_ENVELOPE_BYTES, TraceContext, WorkItem};
+use jobs_core::id::JobId;
+use jobs_core::status::JobStatus;
 
 pub const JOBS_QUEUE: &str = "offload.jobs";
 pub const WORK_QUEUE: &str = "offload.work";
@@ -102,17 +102,25 @@ impl JobMessage {
     }
 }
 
-impl WorkItem {
-    pub fn to_message(&self) -> Result<OutgoingMessage, crate::envelope::EnvelopeError> {
+/// A work item as a queue message.
+pub trait WorkItemMessage {
+    fn to_message(&self) -> Result<OutgoingMessage, jobs_core::envelope::EnvelopeError> {
         self.to_message_in_round(0)
     }
 
     /// The message of this item in retry round `round` (see
     /// [`WorkItem::message_id_in_round`]).
-    pub fn to_message_in_round(
+    fn to_message_in_round(
         &self,
         round: u32,
-    ) -> Result<OutgoingMessage, crate::envelope::EnvelopeError> {
+    ) -> Result<OutgoingMessage, jobs_core::envelope::EnvelopeError>;
+}
+
+impl WorkItemMessage for WorkItem {
+    fn to_message_in_round(
+        &self,
+        round: u32,
+    ) -> Result<OutgoingMessage, jobs_core::envelope::EnvelopeError> {
         Ok(
             OutgoingMessage::new(self.message_id_in_round(round), self.encode()?)
                 .with_property("kind", self.kind.as_str()),

@@ -16,7 +16,7 @@ use super::{
     API_VERSION, ATOM_CONTENT_TYPE, BATCH_CONTENT_TYPE, Held, REQUEST_TIMEOUT, ServiceBusTransport,
     atom,
 };
-use crate::queue::{LockToken, QueueError, QueueName, QueueSpec, ReceivedMessage};
+use crate::{LockToken, QueueError, QueueName, QueueSpec, ReceivedMessage};
 
 impl ServiceBusTransport {
     pub(super) fn url(&self, queue: &QueueName, dead_letters: bool, rest: &str) -> Url {

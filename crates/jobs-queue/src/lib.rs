@@ -1,7 +1,11 @@
-//! Queue transports with Service Bus semantics.
+//! Offload's queues: the [`Transport`] trait with Service Bus semantics and its two
+//! implementations ([`postgres`], [`servicebus`]), the [`outbox`] that sends with a database
+//! transaction, the receive loops every service runs ([`consume`]), the queues the services
+//! talk through and their messages ([`messages`]), and what a service starts with
+//! ([`runtime`], [`service`]). Depends on `jobs-core` only.
 //!
 //! Every transport offers the same operations with the same meaning, and passes the same
-//! contract test suite (`tests/it/queue_contract.rs`):
+//! contract test suite (this crate's `tests/it/queue_contract.rs`):
 //! - **send** one message or a batch; a message id seen within the queue's duplicate
 //!   detection window is dropped (not an error); a message may be scheduled for later;
 //! - **receive** up to N messages under a peek-lock that lasts the queue's lock duration,
@@ -21,9 +25,14 @@
 //! documents what it does instead.
 
 pub mod consume;
+pub mod messages;
 pub mod outbox;
 pub mod postgres;
+pub mod runtime;
+pub mod service;
 pub mod servicebus;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,10 +51,7 @@ pub use servicebus::{ConnectionString, ServiceBusTransport};
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Longest message id accepted, as Service Bus.
 pub const MAX_MESSAGE_ID_LEN: usize = 128;
-/// The longest an abandon holds a message back: a longer delay is cut to this, whoever
-/// asked for it. (Services cut remote-supplied delays to `queue.max_delay_secs` first; this
-/// is the transports' own guard, so no delay can overflow their time arithmetic.)
-pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+pub use jobs_core::config::MAX_DELAY;
 
 /// A queue's name: 1–100 characters of ASCII letters, digits, `.`, `-` and `_`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,7 +96,7 @@ pub struct QueueSpec {
 
 impl QueueSpec {
     /// A queue with the configured defaults.
-    pub fn from_config(name: QueueName, cfg: &crate::config::QueueConfig) -> Self {
+    pub fn from_config(name: QueueName, cfg: &jobs_core::config::QueueConfig) -> Self {
         Self {
             name,
             lock_duration: cfg.lock_duration(),
@@ -290,6 +296,12 @@ pub enum QueueError {
     },
     #[error("queue transport configuration: {0}")]
     Config(String),
+}
+
+impl From<jobs_core::config::servicebus::ConnectionStringError> for QueueError {
+    fn from(e: jobs_core::config::servicebus::ConnectionStringError) -> Self {
+        Self::Config(e.to_string())
+    }
 }
 
 /// A queue transport. See the module documentation for the semantics every implementation

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{OutgoingMessage, PgTransport, QueueError, QueueName, Transport};
-use crate::process::backoff;
+use jobs_core::process::backoff;
 
 /// Rows relayed per transaction.
 const RELAY_BATCH: i64 = 500;
@@ -204,9 +204,9 @@ impl Outbox {
     /// by other processes. A failing broker pauses the relay with a growing back-off.
     pub async fn relay_until_stopped(self, shutdown: CancellationToken) {
         let stop = shutdown.clone();
-        crate::supervise::supervise(
+        jobs_core::supervise::supervise(
             "outbox relay",
-            &crate::supervise::Liveness::process(),
+            &jobs_core::supervise::Liveness::process(),
             &stop,
             move || self.clone().relay_loop(shutdown.clone()),
         )

@@ -3,13 +3,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobs_core::queue::consume::consume_until_stopped;
-use jobs_core::queue::{OutgoingMessage, QueueError, QueueName, QueueSpec, Transport};
 use jobs_core::supervise::Liveness;
 use jobs_core::testing::eventually;
+use jobs_queue::consume::consume_until_stopped;
+use jobs_queue::{OutgoingMessage, QueueError, QueueName, QueueSpec, Transport};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::TestDb;
+use crate::support::{TestDb, TestDbExt};
 
 /// A handler that panics on one message does not take its loop down: the loop goes on with
 /// the next message, and the poison message, given back each time, is dead-lettered when

@@ -18,8 +18,8 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::{DeadLetter, QueueError, QueueName, ReceivedMessage, Transport};
-use crate::process::backoff;
-use crate::supervise::supervise;
+use jobs_core::process::backoff;
+use jobs_core::supervise::supervise;
 
 /// Takes a message out of circulation with a reason: dead-letters it where the transport
 /// can, otherwise (Service Bus's REST API) records it in `offload.parked_messages` and
@@ -92,7 +92,7 @@ pub const RECEIVE_STRAGGLE: Duration = Duration::from_secs(30);
 /// A handler that panics on a message (a bug, a remote answer no one foresaw) is logged
 /// with the panic's text, and the message is given back with a back-off: the loop goes on,
 /// and a message that always panics is dead-lettered when its deliveries run out. Each
-/// loop is supervised as well ([`crate::supervise`]): one that fails outside a handler is
+/// loop is supervised as well ([`jobs_core::supervise`]): one that fails outside a handler is
 /// started again.
 pub async fn consume_until_stopped<H, Fut, E>(
     name: &'static str,
@@ -107,7 +107,7 @@ pub async fn consume_until_stopped<H, Fut, E>(
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Display + From<QueueError> + Send + 'static,
 {
-    let liveness = crate::supervise::Liveness::process();
+    let liveness = jobs_core::supervise::Liveness::process();
     let mut loops = tokio::task::JoinSet::new();
     for i in 0..concurrency.max(1) {
         let one = ReceiveLoop {
@@ -242,7 +242,7 @@ impl ReceiveLoop {
                     service = self.name,
                     sequence = lock.sequence,
                     delivery_count,
-                    panic = %crate::supervise::panic_text(payload.as_ref()),
+                    panic = %jobs_core::supervise::panic_text(payload.as_ref()),
                     ?delay,
                     "handling a message panicked; it is given back"
                 );
@@ -374,7 +374,7 @@ pub async fn sweep_dead_letters_until_stopped<H, Fut, E>(
     let stop = shutdown.clone();
     supervise(
         &label,
-        &crate::supervise::Liveness::process(),
+        &jobs_core::supervise::Liveness::process(),
         &stop,
         move || {
             sweep_until_stopped(

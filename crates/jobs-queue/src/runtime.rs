@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::blob::{BlobError, BlobStore};
-use crate::config::{Config, TransportKind};
-use crate::dataset::Catalog;
-use crate::db::DbError;
 use crate::messages::Queues;
-use crate::queue::outbox::{Outbox, TxSender};
-use crate::queue::{
+use crate::outbox::{Outbox, TxSender};
+use crate::{
     ConnectionString, PgTransport, PgTransportOptions, QueueError, QueueSpec, ServiceBusTransport,
     Transport,
 };
-use crate::store::JobStore;
+use jobs_core::blob::{BlobError, BlobStore};
+use jobs_core::config::{Config, TransportKind};
+use jobs_core::dataset::Catalog;
+use jobs_core::db::DbError;
+use jobs_core::store::JobStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -47,8 +47,8 @@ pub struct Runtime {
 impl Runtime {
     pub async fn start(cfg: Arc<Config>) -> Result<Self, StartError> {
         let (store_connections, _) = cfg.database.pool_sizes(cfg.queue.transport);
-        let pool = crate::db::connect_sized(&cfg.database, store_connections).await?;
-        let pending = crate::db::pending_migrations(&pool).await?;
+        let pool = jobs_core::db::connect_sized(&cfg.database, store_connections).await?;
+        let pending = jobs_core::db::pending_migrations(&pool).await?;
         if pending > 0 {
             return Err(StartError::Schema(format!("{pending} migrations pending")));
         }
@@ -62,7 +62,8 @@ impl Runtime {
             TransportKind::Servicebus => {
                 let cs = ConnectionString::parse(secrecy::ExposeSecret::expose_secret(
                     &cfg.queue.servicebus_connection_string,
-                ))?;
+                ))
+                .map_err(QueueError::from)?;
                 let sb: Arc<dyn Transport> = Arc::new(ServiceBusTransport::new(&cs)?);
                 (sb.clone(), TxSender::Outbox(Outbox::new(pool.clone(), sb)))
             }
@@ -98,5 +99,17 @@ impl Runtime {
             catalog,
             cfg,
         })
+    }
+}
+
+impl Runtime {
+    /// What a kind's validation and planning may use.
+    pub fn kind_env(&self) -> jobs_core::jobtype::KindEnv {
+        jobs_core::jobtype::KindEnv {
+            pool: self.pool.clone(),
+            catalog: self.catalog.clone(),
+            blobs: self.blobs.clone(),
+            cfg: self.cfg.clone(),
+        }
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::wake::CHANNEL;
 use super::{PgTransport, Settings};
-use crate::queue::{OutgoingMessage, QueueError, QueueName, SendReport};
+use crate::{OutgoingMessage, QueueError, QueueName, SendReport};
 
 /// Without duplicate detection: insert the batch in order.
 const SEND_PLAIN: &str = "

@@ -82,7 +82,7 @@ pub struct PgTransportOptions {
 }
 
 impl PgTransportOptions {
-    pub fn from_config(cfg: &crate::config::Config) -> Self {
+    pub fn from_config(cfg: &jobs_core::config::Config) -> Self {
         let q = &cfg.queue;
         Self {
             listen_notify: q.listen_notify,
@@ -91,7 +91,7 @@ impl PgTransportOptions {
             vacuum_dead_rows: q.vacuum_dead_rows as i64,
             receiver_connections: cfg
                 .database
-                .pool_sizes(crate::config::TransportKind::Postgres)
+                .pool_sizes(jobs_core::config::TransportKind::Postgres)
                 .1,
         }
     }

@@ -24,7 +24,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{PgTransport, Settings};
-use crate::queue::{LockToken, MAX_DELIVERY_REASON, ReceivedMessage};
+use crate::{LockToken, MAX_DELIVERY_REASON, ReceivedMessage};
 
 /// How often a receive ignores the floor and scans from the head of the queue.
 pub(super) const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);

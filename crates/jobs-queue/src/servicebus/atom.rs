@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use quick_xml::events::Event;
 
-use crate::queue::QueueSpec;
+use crate::QueueSpec;
 
 /// The Atom entry that creates or updates a queue. The elements keep the order of
 /// Service Bus's `QueueDescription` contract, which the service requires.
@@ -144,7 +144,7 @@ pub fn parse_rfc1123(s: &str) -> Result<DateTime<Utc>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::QueueName;
+    use crate::QueueName;
 
     #[test]
     fn durations_round_trip() {

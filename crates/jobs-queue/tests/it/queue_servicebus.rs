@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobs_core::queue::outbox::Outbox;
-use jobs_core::queue::{
+use jobs_queue::outbox::Outbox;
+use jobs_queue::{
     ConnectionString, DeadLetter, OutgoingMessage, QueueError, QueueName, QueueSpec,
     ServiceBusTransport, Transport,
 };
@@ -128,7 +128,7 @@ async fn dead_letter_sweeps_drain_into_postgres_and_hand_each_over_once() {
             Ok::<(), QueueError>(())
         }
     };
-    jobs_core::queue::consume::sweep_dead_letters(t.as_ref(), &db.pool, &q, None, &handle)
+    jobs_queue::consume::sweep_dead_letters(t.as_ref(), &db.pool, &q, None, &handle)
         .await
         .unwrap();
     let mut seen = seen.lock().unwrap().clone();
@@ -189,7 +189,7 @@ async fn settings_a_namespace_refuses_stop_the_start_with_the_key_named() {
         let cfg = db.config(&[&format!(
             "[queue]\ntransport = \"servicebus\"\nservicebus_connection_string = \"{namespace}\"\n{layer}\n"
         )]);
-        let err = jobs_core::runtime::Runtime::start(Arc::new(cfg))
+        let err = jobs_queue::runtime::Runtime::start(Arc::new(cfg))
             .await
             .unwrap_err()
             .to_string();
@@ -199,7 +199,7 @@ async fn settings_a_namespace_refuses_stop_the_start_with_the_key_named() {
         "[queue]\ntransport = \"servicebus\"\nservicebus_connection_string = \"{namespace}\"\n\
          [notifier]\ntimeout_secs = 300\n"
     )]);
-    let err = jobs_core::runtime::Runtime::start(Arc::new(cfg))
+    let err = jobs_queue::runtime::Runtime::start(Arc::new(cfg))
         .await
         .unwrap_err()
         .to_string();

@@ -1,11 +1,11 @@
 //! The start-up every service binary shares: `--config <file>`, configuration, telemetry
 //! (before the async runtime), the [`Runtime`], and a shutdown token cancelled by SIGTERM
-//! or Ctrl-C. A supervised loop that cannot be kept running ([`crate::supervise`]) stops
+//! or Ctrl-C. A supervised loop that cannot be kept running ([`jobs_core::supervise`]) stops
 //! the service with an error. A service's `main` is then one call:
 //!
 //! ```ignore
 //! fn main() -> std::process::ExitCode {
-//!     jobs_core::service::main("jobs-worker", |rt, stop| async move { /* run until stop */ Ok(()) })
+//!     jobs_queue::service::main("jobs-worker", |rt, stop| async move { /* run until stop */ Ok(()) })
 //! }
 //! ```
 
@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::runtime::Runtime;
+use jobs_core::config::Config;
 
 pub type ServiceError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -59,7 +59,7 @@ where
     if cfg.telemetry.service_name == "offload" {
         cfg.telemetry.service_name = name.to_owned();
     }
-    let _telemetry = match crate::telemetry::init(&cfg.telemetry) {
+    let _telemetry = match jobs_core::telemetry::init(&cfg.telemetry) {
         Ok(g) => g,
         Err(e) => return fail(&e),
     };
@@ -74,7 +74,7 @@ where
         tracing::info!(service = name, "started");
         // A loop that cannot be kept running takes the process down (it has no liveness
         // probe of its own to fail), after the others finish what they hold.
-        let liveness = crate::supervise::Liveness::process();
+        let liveness = jobs_core::supervise::Liveness::process();
         let running = run(runtime, stop.clone());
         tokio::pin!(running);
         tokio::select! {

@@ -14,7 +14,7 @@ use super::{
     CARRIED_DELIVERIES, DEAD_LETTER_DESCRIPTION, DEAD_LETTER_REASON, MAX_BATCH_BYTES, ORIGINAL_ID,
     atom,
 };
-use crate::queue::{DeadLetter, OutgoingMessage, QueueError};
+use crate::{DeadLetter, OutgoingMessage, QueueError};
 
 /// A message as a receive answer carries it.
 #[derive(Debug)]

@@ -7,12 +7,13 @@
 //! dead-letter explicitly or report duplicates), the check takes the route that transport
 //! offers instead and still checks the outcome.
 
+use crate::support::TestDbExt;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use jobs_core::queue::{
+use jobs_queue::{
     Capabilities, MAX_BODY_BYTES, MAX_DELIVERY_REASON, OutgoingMessage, QueueError, QueueName,
     QueueSpec, SendReport, Transport,
 };
@@ -70,7 +71,7 @@ fn expect_report(t: &Dyn, r: SendReport, accepted: usize, duplicates: usize) {
 }
 
 /// Receives until `n` messages arrived or `patience` passed.
-async fn receive_n(t: &Dyn, q: &QueueName, n: usize) -> Vec<jobs_core::queue::ReceivedMessage> {
+async fn receive_n(t: &Dyn, q: &QueueName, n: usize) -> Vec<jobs_queue::ReceivedMessage> {
     let deadline = std::time::Instant::now() + patience(t);
     let mut got = Vec::new();
     while got.len() < n && std::time::Instant::now() < deadline {
@@ -566,8 +567,8 @@ async fn servicebus_double() -> (servicebus_double::ServiceBusDouble, Dyn) {
     let double = servicebus_double::ServiceBusDouble::start(Default::default())
         .await
         .unwrap();
-    let cs = jobs_core::queue::ConnectionString::parse(&double.connection_string()).unwrap();
-    let t: Dyn = Arc::new(jobs_core::queue::ServiceBusTransport::new(&cs).unwrap());
+    let cs = jobs_queue::ConnectionString::parse(&double.connection_string()).unwrap();
+    let t: Dyn = Arc::new(jobs_queue::ServiceBusTransport::new(&cs).unwrap());
     (double, t)
 }
 
@@ -585,8 +586,8 @@ async fn servicebus_namespace() -> ((), Option<Dyn>) {
         eprintln!("OFFLOAD_SERVICEBUS_CONNECTION_STRING is not set: skipping the real namespace");
         return ((), None);
     };
-    let cs = jobs_core::queue::ConnectionString::parse(&cs).unwrap();
-    let t: Dyn = Arc::new(jobs_core::queue::ServiceBusTransport::new(&cs).unwrap());
+    let cs = jobs_queue::ConnectionString::parse(&cs).unwrap();
+    let t: Dyn = Arc::new(jobs_queue::ServiceBusTransport::new(&cs).unwrap());
     ((), Some(t))
 }
 

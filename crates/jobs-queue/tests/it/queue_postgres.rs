@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use jobs_core::queue::{OutgoingMessage, QueueName, QueueSpec, Transport, vacuum_if_needed};
+use jobs_queue::{OutgoingMessage, QueueName, QueueSpec, Transport, vacuum_if_needed};
 
-use crate::support::TestDb;
+use crate::support::{TestDb, TestDbExt};
 
 async fn queue(t: &dyn Transport) -> QueueName {
     let q = QueueName::parse("pg-only").unwrap();

@@ -7,7 +7,7 @@
 //! bodies are real `WorkItem` envelopes (~330 bytes); duplicate detection is on.
 //!
 //! ```sh
-//! cargo bench -p jobs-core --bench servicebus_transport [-- --items N]
+//! cargo bench -p jobs-queue --bench servicebus_transport [-- --items N]
 //! ```
 
 #![allow(clippy::unwrap_used)]
@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobs_core::envelope::{TraceContext, WorkItem};
-use jobs_core::queue::{
+use jobs_core::{JobId, WorkKind};
+use jobs_queue::{
     ConnectionString, OutgoingMessage, QueueName, QueueSpec, ServiceBusTransport, Transport,
 };
-use jobs_core::{JobId, WorkKind};
 use servicebus_double::ServiceBusDouble;
 use tokio::task::JoinSet;
 

@@ -5,7 +5,7 @@
 //! ~200 bytes; duplicate detection is on (600 s window) unless a row says otherwise.
 //!
 //! ```sh
-//! cargo bench -p jobs-core --bench queue_transport [-- --messages N] [--only send|batch|single|flow]
+//! cargo bench -p jobs-queue --bench queue_transport [-- --messages N] [--only send|batch|single|flow]
 //! ```
 
 #![allow(clippy::unwrap_used)]
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jobs_core::Config;
-use jobs_core::queue::{
+use jobs_queue::{
     OutgoingMessage, PgTransport, PgTransportOptions, QueueName, QueueSpec, Transport,
 };
 use secrecy::ExposeSecret;
