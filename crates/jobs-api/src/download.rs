@@ -17,9 +17,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
-use jobs_core::export::ExportFormat;
+use jobs_core::JobStatus;
 use jobs_core::store::{Job, StoreError};
-use jobs_core::{JobKind, JobStatus};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
@@ -29,34 +28,27 @@ use crate::auth::Tenant;
 use crate::error::ApiError;
 use crate::jobs::tenant_job;
 
-/// The file of a job's result: any kind's result with a `path` (an export's names its
-/// format too; others are typed by the path's extension).
+/// The file of a job's result: any kind's result with a `path`, typed by its extension.
 #[derive(Debug, Deserialize)]
 struct ResultFile {
     path: String,
-    #[serde(default)]
-    format: Option<ExportFormat>,
 }
 
 impl ResultFile {
     fn extension(&self) -> &str {
-        match self.format {
-            Some(f) => f.extension(),
-            None => self
-                .path
-                .rsplit_once('.')
-                .map(|(_, ext)| ext)
-                .filter(|ext| !ext.contains('/'))
-                .unwrap_or("bin"),
-        }
+        self.path
+            .rsplit_once('.')
+            .map(|(_, ext)| ext)
+            .filter(|ext| !ext.contains('/'))
+            .unwrap_or("bin")
     }
 
     fn content_type(&self) -> &'static str {
-        match (self.format, self.extension()) {
-            (Some(f), _) => f.content_type(),
-            (None, "json") => "application/json",
-            (None, "ndjson") => "application/x-ndjson",
-            (None, _) => "application/octet-stream",
+        match self.extension() {
+            "csv" => "text/csv; charset=utf-8",
+            "json" => "application/json",
+            "ndjson" => "application/x-ndjson",
+            _ => "application/octet-stream",
         }
     }
 }
@@ -149,7 +141,8 @@ pub async fn result(
     Ok(link(&state, &headers, &id, None, &stored.path).await)
 }
 
-/// `GET /v1/jobs/{id}/rejects`: an import's rejects report (`line,column,value,reason`), as
+/// `GET /v1/jobs/{id}/rejects`: the rejects report of a job whose kind rejects rows
+/// ([`jobs_sdk::JobType::reports_rejects`]; an import's) (`line,column,value,reason`), as
 /// a redirect to a signed link. Available once the job has finished, failed or not, when a
 /// row was rejected; a job that failed before any report was made answers with its error.
 pub async fn rejects(
@@ -168,11 +161,15 @@ pub async fn rejects(
     if let Some(path) = path {
         return Ok(link(&state, &headers, &id, Some(REJECTS), &path).await);
     }
-    if job.kind != JobKind::IMPORT {
+    let reports = state
+        .job_types
+        .get(&job.kind)
+        .is_some_and(|t| t.reports_rejects());
+    if !reports {
         return Err(ApiError::Absent {
             code: "no_rejects_report",
             message: format!(
-                "only an import has a rejects report; this is a {} job",
+                "a {} job has no rejects report: only kinds that reject input rows make one",
                 job.kind
             ),
         });
@@ -180,7 +177,10 @@ pub async fn rejects(
     Err(match job.status {
         JobStatus::Succeeded => ApiError::Absent {
             code: "no_rejects_report",
-            message: "the import rejected no rows: it has no rejects report".into(),
+            message: format!(
+                "the {} rejected no rows: it has no rejects report",
+                job.kind
+            ),
         },
         _ => no_file_yet(&job, "rejects report", "finished"),
     })

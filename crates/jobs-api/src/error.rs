@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use jobs_core::export::Invalid;
+use jobs_core::invalid::Invalid;
 use serde_json::{Value, json};
 
 use crate::AppState;

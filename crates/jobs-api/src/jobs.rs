@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jobs_core::document::job_document;
 use jobs_core::envelope::TraceContext;
-use jobs_core::jobtype::ParamsError;
 use jobs_core::store::{CreateOutcome, Job, JobFilter, JobStore, ListCursor, NewJob, StoreError};
 use jobs_core::{JobId, JobKind, JobStatus};
 use jobs_queue::messages::JobMessage;
+use jobs_sdk::jobtype::ParamsError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use jobs_core::jobtype::JobTypes;
 use jobs_core::schedule::{NewSchedule, ScheduleId, ScheduleStore};
-use jobs_core::{Config, JobKind, TenantId};
+use jobs_core::{Config, TenantId};
 use jobs_enqueuer::EnqueuerContext;
 use jobs_enqueuer::schedules::fire_due;
 use jobs_queue::runtime::Runtime;
@@ -74,7 +73,7 @@ async fn main() {
                 name: "bench".into(),
                 cron: "* * * * *".into(),
                 timezone: "Europe/Paris".into(),
-                kind: JobKind::EXPORT,
+                kind: jobs_export::KIND,
                 params: json!({"export": {"dataset": "expenses", "format": "csv"}}),
                 next_run_at: Utc::now(),
             })
@@ -101,7 +100,7 @@ async fn main() {
         let started = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..enqueuers {
-            let ctx = EnqueuerContext::from_runtime(&runtime, JobTypes::with_builtins());
+            let ctx = EnqueuerContext::from_runtime(&runtime, jobs_builtins::job_types());
             set.spawn(async move {
                 let mut fired = 0;
                 loop {
@@ -123,7 +122,7 @@ async fn main() {
     }
 
     // An idle look: nothing due (every schedule's next tick is 30 s after `now`).
-    let ctx = EnqueuerContext::from_runtime(&runtime, JobTypes::with_builtins());
+    let ctx = EnqueuerContext::from_runtime(&runtime, jobs_builtins::job_types());
     let looks = 2000;
     let started = Instant::now();
     for _ in 0..looks {

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobs_cli::{Parts, Services};
+use jobs_cli::{Roles, Services};
 use jobs_core::Config;
 use jobs_queue::runtime::Runtime;
 use secrecy::ExposeSecret;
@@ -63,7 +63,7 @@ async fn main() {
     let runtime = Runtime::start(Arc::new(cfg)).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     // The API alone: the other services would spend the same 2 cores exporting every job.
-    let services = Services::start_parts(runtime, listener, Parts::API_ONLY)
+    let services = Services::start_roles(runtime, listener, Roles::API_ONLY)
         .await
         .unwrap();
     let endpoint = format!("{}/v1/jobs", services.api_url);

@@ -141,7 +141,7 @@ fn report(
     let file = services
         .runtime
         .blobs
-        .local_path(&jobs_core::export::result_path(id, format));
+        .local_path(&jobs_export::result_path(id, format));
     let secs = took.as_secs_f64();
     say!("export succeeded in {secs:.2} s")?;
     match file {

@@ -19,8 +19,9 @@ use jobs_queue::runtime::Runtime;
 use secrecy::ExposeSecret;
 
 pub use client::Client;
+pub use jobs_sdk::Kinds;
 pub use output::is_closed_pipe;
-pub use services::{Kinds, Parts, Services};
+pub use services::{Roles, Services};
 
 use crate::output::{note, say};
 

@@ -4,72 +4,36 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use jobs_core::jobtype::{JobType, JobTypes};
 use jobs_enqueuer::EnqueuerContext;
 use jobs_notifier::NotifierContext;
 use jobs_queue::runtime::Runtime;
-use jobs_worker::{Registry, WorkerContext, WorkerSettings};
+use jobs_sdk::Kinds;
+use jobs_worker::{WorkerContext, WorkerSettings};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Which services to run (all of them, normally; tests start some later).
+/// Which services beside the API one process runs (all of them, normally; tests start some
+/// later).
 #[derive(Debug, Clone, Copy)]
-pub struct Parts {
+pub struct Roles {
     pub enqueuer: bool,
     pub worker: bool,
     pub notifier: bool,
 }
 
-impl Parts {
-    pub const ALL: Parts = Parts {
+impl Roles {
+    pub const ALL: Roles = Roles {
         enqueuer: true,
         worker: true,
         notifier: true,
     };
     /// The API alone: jobs are accepted and stay queued.
-    pub const API_ONLY: Parts = Parts {
+    pub const API_ONLY: Roles = Roles {
         enqueuer: false,
         worker: false,
         notifier: false,
     };
-}
-
-/// The job kinds a deployment runs: their job types (validation and planning, for the API
-/// and the enqueuer) and their processors and finalizers (for the worker). A team's own
-/// kinds are added here before the services start; see `examples/sum-kind`.
-#[derive(Debug, Clone)]
-pub struct Kinds {
-    pub job_types: JobTypes,
-    pub processors: Registry,
-}
-
-impl Kinds {
-    /// The built-in kinds (export, import).
-    pub fn builtins() -> Self {
-        Self {
-            job_types: JobTypes::with_builtins(),
-            processors: Registry::with_builtins(),
-        }
-    }
-
-    /// Adds a job kind: its job type, the processors of its work items and its finalizer.
-    ///
-    /// # Panics
-    /// When a kind is registered twice (a programming error, found at start-up).
-    pub fn with(
-        mut self,
-        job_type: Arc<dyn JobType>,
-        processors: Vec<Arc<dyn jobs_worker::Processor>>,
-        finalizer: Arc<dyn jobs_worker::Finalizer>,
-    ) -> Self {
-        self.job_types.register(job_type);
-        for p in processors {
-            self.processors.register(p);
-        }
-        self.processors.register_finalizer(finalizer);
-        self
-    }
 }
 
 /// The running services.
@@ -84,23 +48,23 @@ pub struct Services {
 impl Services {
     /// Starts API, enqueuer, worker and notifier. The API binds `listener`.
     pub async fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<Self> {
-        Self::start_parts(runtime, listener, Parts::ALL).await
+        Self::start_roles(runtime, listener, Roles::ALL).await
     }
 
     /// Starts the API and the chosen other services, with the built-in job kinds.
-    pub async fn start_parts(
+    pub async fn start_roles(
         runtime: Runtime,
         listener: TcpListener,
-        parts: Parts,
+        roles: Roles,
     ) -> anyhow::Result<Self> {
-        Self::start_with(runtime, listener, parts, Kinds::builtins()).await
+        Self::start_with(runtime, listener, roles, jobs_builtins::kinds()).await
     }
 
     /// Starts the API and the chosen other services, running `kinds`.
     pub async fn start_with(
         runtime: Runtime,
         listener: TcpListener,
-        parts: Parts,
+        roles: Roles,
         kinds: Kinds,
     ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
@@ -127,21 +91,19 @@ impl Services {
             max_delivery_count: cfg.queue.max_delivery_count,
             tx_sender: runtime.tx_sender.clone(),
         });
-        if parts.enqueuer {
+        if roles.enqueuer {
             tasks.spawn(jobs_enqueuer::run_until_stopped(enqueuer, stop.clone()));
         }
 
         let worker = Arc::new(WorkerContext {
-            cfg: cfg.clone(),
+            env: runtime.kind_env(),
             store: runtime.store.clone(),
             transport: runtime.transport.clone(),
             queues: runtime.queues.clone(),
-            blobs: runtime.blobs.clone(),
-            catalog: runtime.catalog.clone(),
             registry: kinds.processors.clone(),
             settings: WorkerSettings::from_config(&cfg),
         });
-        if parts.worker {
+        if roles.worker {
             tasks.spawn(jobs_worker::run_until_stopped(worker, stop.clone()));
         }
 
@@ -161,7 +123,7 @@ impl Services {
                 cfg.api.public_url.clone()
             },
         });
-        if parts.notifier {
+        if roles.notifier {
             tasks.spawn(jobs_notifier::run_until_stopped(notifier, 4, stop.clone()));
         }
 

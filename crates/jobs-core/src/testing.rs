@@ -194,6 +194,26 @@ impl Drop for TestDb {
     }
 }
 
+/// Azurite's well-known development account (public, the same in every installation), on
+/// the port `scripts/ensure-azurite.sh` starts it on.
+pub const AZURITE: &str = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;";
+
+/// The blob store on Azurite's `offload-test` container (created by
+/// `scripts/ensure-azurite.sh`).
+pub fn azurite() -> crate::blob::BlobStore {
+    crate::blob::BlobStore::azure(&crate::config::BlobConfig {
+        backend: crate::config::BlobBackend::Azure,
+        root: "unused".into(),
+        azure_connection_string: secrecy::SecretString::from(AZURITE),
+        azure_account: String::new(),
+        azure_access_key: secrecy::SecretString::from(""),
+        azure_sas_token: secrecy::SecretString::from(""),
+        azure_container: "offload-test".into(),
+        azure_endpoint: String::new(),
+    })
+    .unwrap()
+}
+
 /// Waits until `check` answers `Some`, looking every 50 ms, and returns that answer; fails
 /// the test naming `what` when `deadline` passes first. For conditions that no event
 /// announces (a row in another process's table); prefer awaiting the event where one is.

@@ -19,8 +19,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::blob::{BlobError, BlobStore};
 use crate::id::TenantId;
+
+/// Where an upload's bytes are: per tenant, by id, written once.
+pub fn upload_path(tenant: &TenantId, id: Uuid) -> String {
+    format!("uploads/{tenant}/{id}")
+}
+
+use crate::blob::{BlobError, BlobStore};
 use crate::store::{JobStore, MarkOutcome, StoreError, Upload, UploadUse};
 
 /// Where uploads' files are (`uploads/{tenant}/{id}`).

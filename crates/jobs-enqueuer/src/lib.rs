@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use jobs_core::JobStatus;
 use jobs_core::envelope::{TraceContext, WorkItem};
-use jobs_core::jobtype::{JobTypes, KindEnv, PlanError};
 use jobs_core::process::backoff;
 use jobs_core::schedule::ScheduleError;
 use jobs_core::store::{Job, JobStore, PlanOutcome, PlannedItem, StoreError};
@@ -25,6 +24,7 @@ use jobs_queue::messages::WorkItemMessage as _;
 use jobs_queue::messages::{JobMessage, Queues};
 use jobs_queue::outbox::TxSender;
 use jobs_queue::{DeadLetter, OutgoingMessage, QueueError, ReceivedMessage, Transport};
+use jobs_sdk::jobtype::{JobTypes, KindEnv, PlanError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -340,7 +340,7 @@ async fn recorded(ctx: &EnqueuerContext, job: &Job) -> Result<Vec<PlannedItem>, 
 fn job_type<'a>(
     ctx: &'a EnqueuerContext,
     job: &Job,
-) -> Result<&'a std::sync::Arc<dyn jobs_core::jobtype::JobType>, PlanError> {
+) -> Result<&'a std::sync::Arc<dyn jobs_sdk::jobtype::JobType>, PlanError> {
     ctx.job_types
         .get(&job.kind)
         .ok_or_else(|| PlanError::Fatal(format!("job kind `{}` has no planner", job.kind)))

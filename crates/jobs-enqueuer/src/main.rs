@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use jobs_core::jobtype::JobTypes;
 use jobs_enqueuer::EnqueuerContext;
 use jobs_queue::outbox::TxSender;
 
@@ -16,7 +15,7 @@ fn main() -> std::process::ExitCode {
             max_delivery_count: rt.cfg.queue.max_delivery_count,
             env: rt.kind_env(),
             tx_sender: rt.tx_sender,
-            job_types: JobTypes::with_builtins(),
+            job_types: jobs_builtins::job_types(),
             store: rt.store,
             transport: rt.transport,
             queues: rt.queues,

@@ -104,8 +104,8 @@ impl Runtime {
 
 impl Runtime {
     /// What a kind's validation and planning may use.
-    pub fn kind_env(&self) -> jobs_core::jobtype::KindEnv {
-        jobs_core::jobtype::KindEnv {
+    pub fn kind_env(&self) -> jobs_core::env::KindEnv {
+        jobs_core::env::KindEnv {
             pool: self.pool.clone(),
             catalog: self.catalog.clone(),
             blobs: self.blobs.clone(),

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use jobs_core::envelope::{TraceContext, WorkItem};
-use jobs_core::ingest::IngestSpec;
 use jobs_core::process::ProcessError;
 use jobs_core::store::{ItemRecord, Job, NewJob, PlannedItem};
 use jobs_core::testing::TestDb;
 use jobs_core::{JobId, JobKind, JobStatus, TenantId, WorkKind};
+use jobs_ingest::IngestSpec;
 use jobs_queue::messages::WorkItemMessage as _;
 use jobs_queue::runtime::Runtime;
 use jobs_worker::{Finalizer, Processor, Registry, WorkerContext, WorkerSettings};
@@ -95,13 +95,11 @@ max_attempts = 20
 
 fn worker(rt: &Runtime, registry: Registry) -> Arc<WorkerContext> {
     Arc::new(WorkerContext {
-        cfg: rt.cfg.clone(),
+        env: rt.kind_env(),
         settings: WorkerSettings::from_config(&rt.cfg),
         store: rt.store.clone(),
         transport: rt.transport.clone(),
         queues: rt.queues.clone(),
-        blobs: rt.blobs.clone(),
-        catalog: rt.catalog.clone(),
         registry,
     })
 }
@@ -192,7 +190,7 @@ async fn ingest(a: &Args) {
     let rt = runtime(&db, &root, &source.base_url()).await;
     let spec = json!({"source": "bench", "from_id": 1, "to_id": records});
     let parsed: IngestSpec = serde_json::from_value(spec.clone()).unwrap();
-    let plan = jobs_core::ingest::plan::plan(&parsed, &rt.cfg.sources["bench"], &db.pool)
+    let plan = jobs_ingest::plan::plan(&parsed, &rt.cfg.sources["bench"], &db.pool)
         .await
         .unwrap();
     let items = plan.len();
@@ -200,7 +198,7 @@ async fn ingest(a: &Args) {
     // The worker runs before the job comes, as in a deployment: warmed by a no-op job
     // (its consumer loops polling, its connections open), not by this source.
     let stop = CancellationToken::new();
-    let mut registry = Registry::with_builtins();
+    let mut registry = jobs_builtins::registry();
     registry.register(Arc::new(Noop));
     registry.register_finalizer(Arc::new(Noop));
     let ctx = worker(&rt, registry);
@@ -214,7 +212,7 @@ async fn ingest(a: &Args) {
     }
 
     let started = Instant::now();
-    let id = start_job(&rt, JobKind::INGEST, json!({"ingest": spec}), plan).await;
+    let id = start_job(&rt, jobs_ingest::KIND, json!({"ingest": spec}), plan).await;
     let sent_after = started.elapsed();
     // Permits and permits held, sampled every 20 ms while the job runs.
     let sampler = {
@@ -223,7 +221,7 @@ async fn ingest(a: &Args) {
             let mut samples = Vec::new();
             while !stop.is_cancelled() {
                 if let Ok(Some((permits, in_use, _))) =
-                    jobs_core::ingest::governor::snapshot(&pool, "bench").await
+                    jobs_ingest::governor::snapshot(&pool, "bench").await
                 {
                     samples.push((started.elapsed(), permits, in_use));
                 }
@@ -283,7 +281,7 @@ async fn ingest(a: &Args) {
 
     let (written, ids) = count_output(&root, id);
     let stats = source.stats();
-    let limit = jobs_core::ingest::governor::snapshot(&db.pool, "bench")
+    let limit = jobs_ingest::governor::snapshot(&db.pool, "bench")
         .await
         .unwrap()
         .unwrap();
@@ -454,7 +452,7 @@ impl Processor for Noop {
 
     async fn process(
         &self,
-        _: &WorkerContext,
+        _: &jobs_worker::KindEnv,
         _: &Job,
         _: &WorkItem,
     ) -> Result<Value, ProcessError> {
@@ -474,7 +472,7 @@ impl Finalizer for Noop {
 
     async fn finalize(
         &self,
-        _: &WorkerContext,
+        _: &jobs_worker::KindEnv,
         _: &Job,
         _: &[ItemRecord],
     ) -> Result<Value, ProcessError> {

@@ -114,7 +114,7 @@ async fn handle(
     let result = with_lock_renewal(
         ctx,
         msg,
-        panics_as_errors("the processor", processor.process(ctx, &job, item)),
+        panics_as_errors("the processor", processor.process(&ctx.env, &job, item)),
     )
     .await;
     match result {
@@ -254,7 +254,7 @@ async fn finalize(
             announce(ctx, job.id, job.status, &item.trace).await?;
             if job.status == JobStatus::Succeeded {
                 let items = ctx.store.items(job.id).await?;
-                finalizer.cleanup(ctx, job, &items).await;
+                finalizer.cleanup(&ctx.env, job, &items).await;
             }
             return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
         }
@@ -277,12 +277,12 @@ async fn finalize(
         announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
         return settle(ctx, ctx.transport.complete(queue, &msg.lock).await);
     }
-    let finalizing = panics_as_errors("the finalizer", finalizer.finalize(ctx, job, &items));
+    let finalizing = panics_as_errors("the finalizer", finalizer.finalize(&ctx.env, job, &items));
     match with_lock_renewal(ctx, msg, finalizing).await {
         Ok(result) => {
             ctx.store.succeed(job.id, &result).await?;
             announce(ctx, job.id, JobStatus::Succeeded, &item.trace).await?;
-            finalizer.cleanup(ctx, job, &items).await;
+            finalizer.cleanup(&ctx.env, job, &items).await;
             settle(ctx, ctx.transport.complete(queue, &msg.lock).await)
         }
         Err(ProcessError::Retryable {
@@ -298,7 +298,7 @@ async fn finalize(
             tracing::info!(%reason, "the job failed by its kind's rule");
             ctx.store.fail_with_result(job.id, &reason, &result).await?;
             announce(ctx, job.id, JobStatus::Failed, &item.trace).await?;
-            finalizer.cleanup(ctx, job, &items).await;
+            finalizer.cleanup(&ctx.env, job, &items).await;
             settle(ctx, ctx.transport.complete(queue, &msg.lock).await)
         }
         Err(e) => {

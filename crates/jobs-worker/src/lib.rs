@@ -19,36 +19,28 @@
 //! While an item is processed its lock is renewed every half lock duration, so long parts
 //! are not delivered twice.
 
-mod export;
 mod handle;
-mod import;
-mod ingest;
-mod registry;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobs_core::blob::BlobStore;
-use jobs_core::dataset::Catalog;
 use jobs_core::store::{JobStore, StoreError};
 use jobs_queue::messages::Queues;
 use jobs_queue::{QueueError, Transport};
 use tokio_util::sync::CancellationToken;
 
 pub use handle::process_message;
-pub use registry::{Finalizer, Processor, Registry, item_outputs, job_params};
+pub use jobs_sdk::{Finalizer, KindEnv, Processor, Registry, item_outputs, job_params};
 
 /// Everything a worker step needs. Built once at start, shared by all loops.
 #[derive(Debug)]
 pub struct WorkerContext {
-    /// The configuration, for kinds that need more than the fields below (ingest reads
-    /// its sources here).
-    pub cfg: Arc<jobs_core::Config>,
+    /// What the kinds' processors and finalizers see: the pool, the blob store, the
+    /// catalog and the configuration.
+    pub env: KindEnv,
     pub store: JobStore,
     pub transport: Arc<dyn Transport>,
     pub queues: Queues,
-    pub blobs: BlobStore,
-    pub catalog: Arc<Catalog>,
     pub registry: Registry,
     pub settings: WorkerSettings,
 }

@@ -2,19 +2,17 @@
 
 use std::sync::Arc;
 
-use jobs_worker::{Registry, WorkerContext, WorkerSettings};
+use jobs_worker::{WorkerContext, WorkerSettings};
 
 fn main() -> std::process::ExitCode {
     jobs_queue::service::main("jobs-worker", |rt, stop| async move {
         let ctx = Arc::new(WorkerContext {
             settings: WorkerSettings::from_config(&rt.cfg),
-            cfg: rt.cfg,
+            env: rt.kind_env(),
             store: rt.store,
             transport: rt.transport,
             queues: rt.queues,
-            blobs: rt.blobs,
-            catalog: rt.catalog,
-            registry: Registry::with_builtins(),
+            registry: jobs_builtins::kinds().processors,
         });
         jobs_worker::run_until_stopped(ctx, stop).await;
         Ok(())

@@ -7,9 +7,12 @@
 //!    items carry ranges, not data);
 //! 2. a [`Processor`] per work item kind — idempotent, because an item may run twice;
 //! 3. a [`Finalizer`] — builds the job's result from the items' recorded outputs;
-//! 4. registration at start-up: [`kinds`] adds them to the built-in kinds, and `main.rs`
-//!    starts every service with them (`Services::start_with`). A deployment running the
-//!    services as separate processes registers the same [`Kinds`] in each of them.
+//! 4. registration: [`kind`] bundles the three as a [`Kind`], exactly as the built-in kinds
+//!    do (`jobs_export::kind()`), and [`kinds`] adds it to them; `main.rs` starts every
+//!    service with those (`Services::start_with`). A deployment running the services as
+//!    separate processes registers the same [`Kinds`] in each of them.
+//!
+//! The kind depends on the SDK (`jobs-sdk`) and `jobs-core` only.
 //!
 //! ```text
 //! POST /v1/jobs {"kind": "example.sum", "example.sum": {"from": 1, "to": 1000000}}
@@ -19,13 +22,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jobs_cli::Kinds;
 use jobs_core::envelope::WorkItem;
-use jobs_core::jobtype::{JobType, JobTypes, KindEnv, ParamsError, PlanError};
 use jobs_core::process::ProcessError;
 use jobs_core::store::{ItemRecord, Job, PlannedItem};
 use jobs_core::{JobKind, TenantId, WorkKind};
-use jobs_worker::{Finalizer, Processor, WorkerContext};
+use jobs_sdk::jobtype::{JobType, JobTypes, KindEnv, ParamsError, PlanError};
+use jobs_sdk::{Finalizer, Kind, Kinds, Processor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -55,13 +57,18 @@ pub struct Range {
     pub to: u64,
 }
 
+/// `example.sum`: its job type, processor and finalizer.
+pub fn kind() -> Kind {
+    Kind {
+        job_type: Arc::new(SumJob),
+        processors: vec![Arc::new(SumRange)],
+        finalizer: Arc::new(SumFinalizer),
+    }
+}
+
 /// The built-in kinds plus `example.sum`.
 pub fn kinds() -> Kinds {
-    Kinds::builtins().with(
-        Arc::new(SumJob),
-        vec![Arc::new(SumRange)],
-        Arc::new(SumFinalizer),
-    )
+    jobs_builtins::kinds().with(kind())
 }
 
 #[derive(Debug)]
@@ -172,7 +179,7 @@ impl Processor for SumRange {
 
     async fn process(
         &self,
-        _ctx: &WorkerContext,
+        _env: &KindEnv,
         _job: &Job,
         item: &WorkItem,
     ) -> Result<Value, ProcessError> {
@@ -200,7 +207,7 @@ impl Finalizer for SumFinalizer {
 
     async fn finalize(
         &self,
-        _ctx: &WorkerContext,
+        _env: &KindEnv,
         _job: &Job,
         items: &[ItemRecord],
     ) -> Result<Value, ProcessError> {

@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
     jobs_queue::service::main("sum-kind", |rt, stop| async move {
         let listener = tokio::net::TcpListener::bind(rt.cfg.api.listen).await?;
         let services =
-            jobs_cli::Services::start_with(rt, listener, jobs_cli::Parts::ALL, sum_kind::kinds())
+            jobs_cli::Services::start_with(rt, listener, jobs_cli::Roles::ALL, sum_kind::kinds())
                 .await?;
         stop.cancelled().await;
         services.stop().await;

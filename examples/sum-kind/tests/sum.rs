@@ -21,7 +21,7 @@ async fn start() -> (TestDb, jobs_cli::Services, reqwest::Client) {
     let runtime = Runtime::start(Arc::new(cfg)).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let services =
-        jobs_cli::Services::start_with(runtime, listener, jobs_cli::Parts::ALL, sum_kind::kinds())
+        jobs_cli::Services::start_with(runtime, listener, jobs_cli::Roles::ALL, sum_kind::kinds())
             .await
             .unwrap();
     (db, services, reqwest::Client::new())

@@ -1,7 +1,7 @@
 //! The API's contract: idempotency, tenant isolation, every 4xx path, signed links, SSE.
 
 use futures::StreamExt;
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use jobs_core::TenantId;
 use serde_json::{Value, json};
 
@@ -17,7 +17,7 @@ fn export(extra: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_replay_or_conflict() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let send = |body: Value, key: &'static str| {
         let req = stack
             .http
@@ -52,7 +52,7 @@ async fn idempotency_keys_replay_or_conflict() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_each_others_jobs() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let id = stack.submit(json!({"dataset": "things"})).await;
     let store = &stack.runtime().store;
     let other = TenantId::parse("other").unwrap();
@@ -90,7 +90,7 @@ async fn tenants_never_see_each_others_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_error_is_named_and_creates_nothing() {
-    let stack = Stack::start(Parts::API_ONLY, "[api]\nmax_body_bytes = 4096").await;
+    let stack = Stack::start(Roles::API_ONLY, "[api]\nmax_body_bytes = 4096").await;
     let url = |p: &str| format!("{}{p}", stack.api);
     // Authentication.
     let r = stack.http.get(url("/v1/jobs")).send().await.unwrap();
@@ -214,7 +214,7 @@ async fn every_client_error_is_named_and_creates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_links_are_signed_and_expire() {
-    let stack = Stack::start(Parts::ALL, "").await;
+    let stack = Stack::start(Roles::ALL, "").await;
     let id = stack.submit(json!({"dataset": "things"})).await;
     stack.finished(&id).await;
     let no_redirect = reqwest::Client::builder()
@@ -261,9 +261,9 @@ async fn download_links_are_signed_and_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_streams_as_server_sent_events() {
     let stack = Stack::start(
-        Parts {
+        Roles {
             enqueuer: true,
-            ..Parts::API_ONLY
+            ..Roles::API_ONLY
         },
         "",
     )
@@ -310,13 +310,11 @@ async fn progress_streams_as_server_sent_events() {
 pub fn jobs_cli_worker(stack: &Stack) -> tokio_util::sync::CancellationToken {
     let rt = stack.runtime();
     let ctx = std::sync::Arc::new(jobs_worker::WorkerContext {
-        cfg: rt.cfg.clone(),
+        env: rt.kind_env(),
         store: rt.store.clone(),
         transport: rt.transport.clone(),
         queues: rt.queues.clone(),
-        blobs: rt.blobs.clone(),
-        catalog: rt.catalog.clone(),
-        registry: jobs_worker::Registry::with_builtins(),
+        registry: jobs_builtins::registry(),
         settings: jobs_worker::WorkerSettings::from_config(&rt.cfg),
     });
     let stop = tokio_util::sync::CancellationToken::new();
@@ -327,7 +325,7 @@ pub fn jobs_cli_worker(stack: &Stack) -> tokio_util::sync::CancellationToken {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_urls_into_the_private_network_are_refused() {
     let stack = Stack::start(
-        Parts::API_ONLY,
+        Roles::API_ONLY,
         "[notifier]\nallow_private_networks = false",
     )
     .await;

@@ -3,7 +3,7 @@
 //! parse, an unknown route), and a database with no connection to spare is `503` with
 //! `Retry-After`, not `500`.
 
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use serde_json::Value;
 
 use crate::support::{KEY, Stack};
@@ -30,7 +30,7 @@ async fn json_error(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_axum_makes_itself_are_in_the_json_error_format() {
-    let stack = Stack::start(Parts::API_ONLY, "[api]\nmax_body_bytes = 4096").await;
+    let stack = Stack::start(Roles::API_ONLY, "[api]\nmax_body_bytes = 4096").await;
     let url = |p: &str| format!("{}{p}", stack.api);
 
     let resp = stack
@@ -100,7 +100,7 @@ async fn errors_axum_makes_itself_are_in_the_json_error_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_database_is_503_with_retry_after() {
     // The pool waits a second for a free connection before giving up.
-    let stack = Stack::start(Parts::API_ONLY, "[database]\nconnect_timeout_secs = 1").await;
+    let stack = Stack::start(Roles::API_ONLY, "[database]\nconnect_timeout_secs = 1").await;
     let (status, _) = stack.get("/v1/jobs").await;
     assert_eq!(status, 200);
 

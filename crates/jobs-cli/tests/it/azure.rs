@@ -2,7 +2,7 @@
 //! command, `scripts/ensure-azurite.sh`, with the test container created): the same bytes
 //! as on local files, and a download link that is a short-lived SAS URL.
 
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use serde_json::json;
 
 use crate::support::{KEY, Stack, THINGS_COLUMNS};
@@ -16,7 +16,7 @@ async fn export_to_azure_blob_storage_with_an_expiring_sas_link() {
         "[blob]\nbackend = \"azure\"\nazure_connection_string = \"{AZURITE}\"\nazure_container = \"offload-test\"\n\
          [download]\nlink_ttl_secs = 2"
     );
-    let stack = Stack::start(Parts::ALL, &azure).await;
+    let stack = Stack::start(Roles::ALL, &azure).await;
     let id = stack
         .submit(json!({"dataset": "things", "chunk_rows": 100}))
         .await;

@@ -1,6 +1,6 @@
 //! Cancelling stops work for real: items not yet processed are skipped, not run.
 
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use serde_json::json;
 
 use crate::api::jobs_cli_worker;
@@ -10,10 +10,10 @@ use crate::support::Stack;
 async fn a_running_job_skips_its_remaining_items() {
     // No worker yet: the job gets planned and then waits.
     let stack = Stack::start(
-        Parts {
+        Roles {
             enqueuer: true,
             notifier: true,
-            ..Parts::API_ONLY
+            ..Roles::API_ONLY
         },
         "",
     )
@@ -50,7 +50,7 @@ async fn a_running_job_skips_its_remaining_items() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_is_cancelled_at_once_and_finished_ones_refuse() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let id = stack.submit(json!({"dataset": "things"})).await;
     let (status, job) = stack
         .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))
@@ -80,7 +80,7 @@ async fn a_queued_job_is_cancelled_at_once_and_finished_ones_refuse() {
     assert_eq!(finished.len(), 1, "{finished:?}");
     stack.stop().await;
 
-    let stack = Stack::start(Parts::ALL, "").await;
+    let stack = Stack::start(Roles::ALL, "").await;
     let id = stack.submit(json!({"dataset": "things"})).await;
     assert_eq!(stack.finished(&id).await["status"], "succeeded");
     let (status, body) = stack
@@ -97,9 +97,9 @@ async fn a_queued_job_is_cancelled_at_once_and_finished_ones_refuse() {
 async fn an_item_dead_lettered_behind_the_workers_back_still_finishes_its_job() {
     use jobs_queue::MAX_DELIVERY_REASON;
     let stack = Stack::start(
-        Parts {
+        Roles {
             enqueuer: true,
-            ..Parts::API_ONLY
+            ..Roles::API_ONLY
         },
         "",
     )

@@ -5,7 +5,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use mock_source::{MockSource, MockSourceOptions};
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ async fn offload_in(stack: &Stack, dir: &std::path::Path, args: &[&str]) -> Outp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_pipe_ends_offload_quietly() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     for args in [
         &["submit", "export", "--dataset", "things"][..],
         &["schedule", "list"][..],
@@ -72,7 +72,7 @@ async fn download_names_the_file_by_what_the_result_is() {
          retry_base_ms = 10\nretry_cap_secs = 2\n",
         mock.base_url()
     );
-    let stack = Stack::start(Parts::ALL, &sources).await;
+    let stack = Stack::start(Roles::ALL, &sources).await;
     let dir = stack.blob_root.join("downloads");
     std::fs::create_dir_all(&dir).unwrap();
 

@@ -1,7 +1,7 @@
 //! Exports through the whole pipeline, compared byte for byte with what Postgres's own
 //! COPY prints for the same query.
 
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -13,7 +13,7 @@ fn hex(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_export_is_byte_identical_to_copy_across_many_parts() {
-    let stack = Stack::start(Parts::ALL, "").await;
+    let stack = Stack::start(Roles::ALL, "").await;
     let id = stack
         .submit(json!({"dataset": "things", "chunk_rows": 100}))
         .await;
@@ -45,7 +45,7 @@ async fn csv_export_is_byte_identical_to_copy_across_many_parts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_from_a_page_sample_still_covers_every_row_once() {
     // Any table over 100 rows is planned from a sample here.
-    let stack = Stack::start(Parts::ALL, "[export]\nexact_plan_max_rows = 100").await;
+    let stack = Stack::start(Roles::ALL, "[export]\nexact_plan_max_rows = 100").await;
     let id = stack
         .submit(json!({"dataset": "things", "chunk_rows": 300}))
         .await;
@@ -84,7 +84,7 @@ async fn a_plan_from_a_page_sample_still_covers_every_row_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_and_column_choice_match_the_same_sql() {
-    let stack = Stack::start(Parts::ALL, "").await;
+    let stack = Stack::start(Roles::ALL, "").await;
     let id = stack
         .submit(json!({
             "dataset": "things",
@@ -111,7 +111,7 @@ async fn filters_and_column_choice_match_the_same_sql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_has_one_document_per_row_in_key_order() {
-    let stack = Stack::start(Parts::ALL, "").await;
+    let stack = Stack::start(Roles::ALL, "").await;
     let id = stack
         .submit(json!({"dataset": "things", "format": "ndjson", "filter": {"label": "beta"}, "chunk_rows": 50}))
         .await;
@@ -144,7 +144,7 @@ async fn ndjson_has_one_document_per_row_in_key_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_selection_is_a_header_only_file() {
-    let stack = Stack::start(Parts::ALL, "").await;
+    let stack = Stack::start(Roles::ALL, "").await;
     let id = stack
         .submit(json!({"dataset": "things", "filter": {"label": "nothing-like-this"}}))
         .await;

@@ -2,7 +2,7 @@
 //! a failed job's own error and what to do, a cancelled job's fate, an import's "no result
 //! file" — in the JSON error format, never a redirect to a link that then answers 410.
 
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use serde_json::{Value, json};
 
 use crate::api::jobs_cli_worker;
@@ -55,10 +55,10 @@ async fn a_failed_import_answers_with_its_error_not_no_rows_rejected() {
     // No worker yet, and one delivery per item: the import is planned, then its file goes
     // away, and its one item fails and is dead-lettered on its first delivery.
     let stack = Stack::start(
-        Parts {
+        Roles {
             enqueuer: true,
             notifier: true,
-            ..Parts::API_ONLY
+            ..Roles::API_ONLY
         },
         &format!("[queue]\nmax_delivery_count = 1\n{THINGS_COPY}"),
     )
@@ -68,7 +68,7 @@ async fn a_failed_import_answers_with_its_error_not_no_rows_rejected() {
     let id = submit_import(&stack, &upload_id).await;
     stack.wait_for(&id, |j| j["status"] == "running").await;
     let tenant = jobs_core::TenantId::parse(&stack.runtime().cfg.auth.dev_tenant).unwrap();
-    let blob = jobs_core::import::upload_path(&tenant, upload_id.parse().unwrap());
+    let blob = jobs_import::upload_path(&tenant, upload_id.parse().unwrap());
     std::fs::remove_file(stack.blob_root.join(blob)).unwrap();
     let worker = jobs_cli_worker(&stack);
     let job = stack.finished(&id).await;
@@ -101,7 +101,7 @@ async fn a_failed_import_answers_with_its_error_not_no_rows_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_without_a_file_are_errors_not_links() {
-    let stack = Stack::start(Parts::ALL, THINGS_COPY).await;
+    let stack = Stack::start(Roles::ALL, THINGS_COPY).await;
     things_copy(&stack).await;
 
     // An import that succeeded: its result is its counts, not a file.
@@ -148,7 +148,7 @@ async fn results_without_a_file_are_errors_not_links() {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("only an import"),
+            .contains("only kinds that reject input rows"),
         "{body}"
     );
     stack.stop().await;
@@ -156,7 +156,7 @@ async fn results_without_a_file_are_errors_not_links() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_job_says_so() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let id = stack.submit(json!({"dataset": "things"})).await;
     let (status, job) = stack
         .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))

@@ -3,10 +3,10 @@
 //! redelivery, rejects with line numbers, dry runs and `max_rejected`. The 4xx paths are in
 //! `import_errors`.
 
-use jobs_cli::Parts;
-use jobs_core::import::csv::Records;
-use jobs_core::import::load::{ItemOutput, LoadItem, load_range};
-use jobs_core::import::{ByteRange, ImportSpec, target, upload_path};
+use jobs_cli::Roles;
+use jobs_import::csv::Records;
+use jobs_import::load::{ItemOutput, LoadItem, load_range};
+use jobs_import::{ByteRange, ImportSpec, target, upload_path};
 use serde_json::{Value, json};
 
 use crate::support::{KEY, Stack, THINGS_COLUMNS};
@@ -19,7 +19,7 @@ pub async fn stack(chunk_bytes: u64, extra: &str) -> Stack {
          table = \"public.things_copy\"\nkey = \"id\"\n\
          columns = [\"id\", \"label\", \"note\", \"amount\", \"happened_at\", \"flag\"]\n"
     );
-    let stack = Stack::start(Parts::ALL, &toml).await;
+    let stack = Stack::start(Roles::ALL, &toml).await;
     jobs_core::sqlx::query("CREATE TABLE public.things_copy (LIKE public.things INCLUDING ALL)")
         .execute(&stack.db.pool)
         .await

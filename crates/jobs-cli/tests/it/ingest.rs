@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use jobs_core::sqlx;
 use mock_source::{MockSource, MockSourceOptions};
 use serde_json::{Value, json};
@@ -112,7 +112,7 @@ async fn id_ranges_in_every_pagination_style() {
         .iter()
         .map(|s| source(&format!("ids_{s}"), &url, &format!("pagination = \"{s}\"")))
         .collect();
-    let stack = Stack::start(Parts::ALL, &toml).await;
+    let stack = Stack::start(Roles::ALL, &toml).await;
     for style in styles {
         let name = format!("ids_{style}");
         let id = submit(&stack, json!({"source": name})).await;
@@ -165,7 +165,7 @@ async fn time_windows_in_every_pagination_style() {
             source(&format!("times_{s}"), &url, &extra)
         })
         .collect();
-    let stack = Stack::start(Parts::ALL, &toml).await;
+    let stack = Stack::start(Roles::ALL, &toml).await;
     let since = mock_source::base_time() + TimeDelta::seconds(100);
     let before = mock_source::base_time() + TimeDelta::seconds(2000);
     let expected: BTreeSet<u64> = (1..=2500)
@@ -198,7 +198,7 @@ async fn transient_server_errors_are_retried_without_loss() {
     };
     let mock = MockSource::start(opts).await.unwrap();
     let toml = source("flaky", &mock.base_url(), "max_attempts = 20");
-    let stack = Stack::start(Parts::ALL, &toml).await;
+    let stack = Stack::start(Roles::ALL, &toml).await;
     let id = submit(&stack, json!({"source": "flaky", "to_id": 2000})).await;
     let job = succeeded(&stack, &id, 2000).await;
     assert_exactly(
@@ -221,7 +221,7 @@ async fn retry_after_is_honoured() {
     let mock = MockSource::start(quick(30)).await.unwrap();
     // The first request for records answers 429 with `Retry-After: 1`.
     let front = Front::start(mock.base_url(), 0, 1).await;
-    let stack = Stack::start(Parts::ALL, &source("throttled", &front.url, "")).await;
+    let stack = Stack::start(Roles::ALL, &source("throttled", &front.url, "")).await;
     let id = submit(&stack, json!({"source": "throttled", "to_id": 30})).await;
     succeeded(&stack, &id, 30).await;
     assert_exactly(
@@ -255,9 +255,9 @@ async fn credentials_never_reach_jobs_or_messages() {
         secret_file.display()
     );
     // No worker yet: the items wait in the queue, where they can be read.
-    let parts = Parts {
+    let parts = Roles {
         worker: false,
-        ..Parts::ALL
+        ..Roles::ALL
     };
     let stack = Stack::start(parts, &source("private", &mock.base_url(), &extra)).await;
     let id = submit(&stack, json!({"source": "private"})).await;
@@ -326,7 +326,7 @@ async fn failed_partitions_are_retried_on_request() {
         "{}[queue]\nmax_delivery_count = 2\n[worker]\nretry_base_ms = 20\n",
         source("fragile", &front.url, "max_attempts = 1")
     );
-    let stack = Stack::start(Parts::ALL, &toml).await;
+    let stack = Stack::start(Roles::ALL, &toml).await;
     let id = submit(&stack, json!({"source": "fragile", "to_id": 1000})).await;
     let failed = stack.finished(&id).await;
     assert_eq!(failed["status"], "failed", "{failed}");
@@ -381,7 +381,7 @@ async fn concurrency_settles_near_the_source_limit() {
         "{}[worker]\nconcurrency = 12\n[database]\nmax_connections = 20\n",
         source("limited", &mock.base_url(), extra)
     );
-    let stack = Stack::start(Parts::ALL, &toml).await;
+    let stack = Stack::start(Roles::ALL, &toml).await;
     let id = submit(&stack, json!({"source": "limited"})).await;
     succeeded(&stack, &id, 40_000).await;
     let records = ingested(&stack, "limited", &id);
@@ -389,7 +389,7 @@ async fn concurrency_settles_near_the_source_limit() {
     assert_eq!((records.len(), unique), (40_000, all_ids(40_000)));
 
     let stats = mock.stats();
-    let (permits, in_use, state) = jobs_core::ingest::governor::snapshot(&stack.db.pool, "limited")
+    let (permits, in_use, state) = jobs_ingest::governor::snapshot(&stack.db.pool, "limited")
         .await
         .unwrap()
         .unwrap();
@@ -411,8 +411,8 @@ async fn concurrency_settles_near_the_source_limit() {
 async fn the_maximum_id_is_asked_under_a_permit() {
     let opts = quick(300);
     let mock = MockSource::start(opts).await.unwrap();
-    let stack = Stack::start(Parts::ALL, &source("gated", &mock.base_url(), "")).await;
-    let governor = jobs_core::ingest::governor::Governor::new(stack.db.pool.clone());
+    let stack = Stack::start(Roles::ALL, &source("gated", &mock.base_url(), "")).await;
+    let governor = jobs_ingest::governor::Governor::new(stack.db.pool.clone());
     let gate = governor
         .gate("gated", 64, Duration::from_secs(60))
         .await

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use serde_json::json;
 
 use crate::support::Stack;
@@ -41,7 +41,7 @@ fn sample_connections(
 async fn a_process_holds_no_more_connections_than_it_is_given() {
     for max in [4, 8] {
         let stack = Stack::start(
-            Parts::ALL,
+            Roles::ALL,
             // At 4 connections, one worker loop (more are refused: see
             // `Config::least_connections_for_workers`).
             &format!(

@@ -3,7 +3,7 @@
 //! embedded stack (Postgres transport, local files); and a Service Bus outage when a job is
 //! submitted delays the job without losing it (the outbox).
 
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use serde_json::json;
 use servicebus_double::ServiceBusDouble;
 
@@ -32,7 +32,7 @@ async fn rows_in(stack: &Stack, table: &str) -> i64 {
 async fn both_stacks_export_the_same_file() {
     let export = json!({"dataset": "things", "chunk_rows": 100});
 
-    let local = Stack::start(Parts::ALL, "").await;
+    let local = Stack::start(Roles::ALL, "").await;
     let id = local.submit(export.clone()).await;
     let embedded = local.finished(&id).await;
     assert_eq!(embedded["status"], "succeeded", "{embedded}");
@@ -40,7 +40,7 @@ async fn both_stacks_export_the_same_file() {
     local.stop().await;
 
     let double = ServiceBusDouble::start(Default::default()).await.unwrap();
-    let azure = Stack::start(Parts::ALL, &azure_toml(&double)).await;
+    let azure = Stack::start(Roles::ALL, &azure_toml(&double)).await;
     let id = azure.submit(export).await;
     let job = azure.finished(&id).await;
     assert_eq!(job["status"], "succeeded", "{job}");
@@ -72,7 +72,7 @@ async fn both_stacks_export_the_same_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_bus_outage_at_submit_delays_the_job_but_loses_nothing() {
     let mut double = ServiceBusDouble::start(Default::default()).await.unwrap();
-    let stack = Stack::start(Parts::ALL, &azure_toml(&double)).await;
+    let stack = Stack::start(Roles::ALL, &azure_toml(&double)).await;
     double.stop().await;
 
     // Accepted while Service Bus is down: the job and its message commit in Postgres.
@@ -96,7 +96,7 @@ async fn a_service_bus_outage_at_submit_delays_the_job_but_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_message_is_parked_in_postgres_not_lost_or_looping() {
     let double = ServiceBusDouble::start(Default::default()).await.unwrap();
-    let stack = Stack::start(Parts::ALL, &azure_toml(&double)).await;
+    let stack = Stack::start(Roles::ALL, &azure_toml(&double)).await;
     let rt = stack.runtime();
     let garbage = jobs_queue::OutgoingMessage::new("garbage-1", "{not a work item");
     rt.transport

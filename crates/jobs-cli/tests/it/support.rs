@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jobs_cli::{Parts, Services};
+use jobs_cli::{Roles, Services};
 use jobs_core::testing::TestDb;
 use jobs_queue::runtime::Runtime;
 use serde_json::{Value, json};
@@ -51,14 +51,14 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub async fn start(parts: Parts, extra_toml: &str) -> Self {
+    pub async fn start(roles: Roles, extra_toml: &str) -> Self {
         let db = TestDb::new().await;
         tricky_table(&db.pool, 3000).await;
         let blob_root = std::env::temp_dir().join(format!("offload-it-{}", uuid::Uuid::new_v4()));
         let cfg = std::sync::Arc::new(db.config(&[&toml(&blob_root), extra_toml]));
         let runtime = Runtime::start(cfg).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let services = Services::start_parts(runtime, listener, parts)
+        let services = Services::start_roles(runtime, listener, roles)
             .await
             .unwrap();
         let api = services.api_url.clone();

@@ -3,9 +3,9 @@
 //! tenants — on local files and on Azure Blob Storage (Azurite). Retention is in
 //! `uploads_retention`.
 
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use jobs_core::TenantId;
-use jobs_core::import::upload_path;
+use jobs_import::upload_path;
 use serde_json::{Value, json};
 
 use crate::import::{stack, upload, upload_as};
@@ -139,7 +139,7 @@ async fn with_retention_off_uploads_do_not_expire() {
 /// The API alone, with `things_copy`: imports stay queued, so "an import reads it" holds
 /// as long as a test needs.
 pub async fn api_only(extra: &str) -> Stack {
-    let stack = Stack::start(Parts::API_ONLY, &format!("{THINGS_COPY}{extra}")).await;
+    let stack = Stack::start(Roles::API_ONLY, &format!("{THINGS_COPY}{extra}")).await;
     jobs_core::sqlx::query("CREATE TABLE public.things_copy (LIKE public.things INCLUDING ALL)")
         .execute(&stack.db.pool)
         .await

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use jobs_cli::{Kinds, Parts};
+use jobs_cli::Roles;
 use jobs_core::TenantId;
 use jobs_core::store::UploadUse;
 use jobs_core::uploads::{Deleted, Swept, delete_upload, sweep};
@@ -143,7 +143,7 @@ async fn a_deletion_cut_short_is_hidden_at_once_and_finished_by_the_sweep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_enqueuer_sweeps_by_itself() {
     let stack = Stack::start(
-        Parts::ALL,
+        Roles::ALL,
         &format!("{THINGS_COPY}[uploads]\nsweep_interval_secs = 1\n"),
     )
     .await;
@@ -237,7 +237,7 @@ async fn an_import_planned_after_its_upload_began_to_be_deleted_fails_without_re
         .execute(&stack.db.pool)
         .await
         .unwrap();
-    let ctx = EnqueuerContext::from_runtime(stack.runtime(), Kinds::builtins().job_types);
+    let ctx = EnqueuerContext::from_runtime(stack.runtime(), jobs_builtins::kinds().job_types);
     assert_eq!(
         try_plan_next(&ctx, Duration::from_secs(5)).await.unwrap(),
         Outcome::Processed
@@ -255,7 +255,7 @@ async fn an_import_planned_after_its_upload_began_to_be_deleted_fails_without_re
 fn backdate_file(stack: &Stack, id: &str, days: u64) {
     let path = stack
         .blob_root
-        .join(jobs_core::import::upload_path(&dev(), id.parse().unwrap()));
+        .join(jobs_import::upload_path(&dev(), id.parse().unwrap()));
     let file = std::fs::File::options().write(true).open(path).unwrap();
     let when = std::time::SystemTime::now() - Duration::from_secs(days * 24 * 3600);
     file.set_modified(when).unwrap();
@@ -268,8 +268,8 @@ async fn the_sweep_deletes_old_files_that_no_upload_records() {
     // Files with no row, as a direct upload never completed leaves: one old, one new.
     let (old, new) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
     for id in [&old, &new] {
-        let path = jobs_core::import::upload_path(&dev(), id.parse().unwrap());
-        jobs_core::ingest::put_object(blobs, &path, FILE.to_vec())
+        let path = jobs_import::upload_path(&dev(), id.parse().unwrap());
+        jobs_ingest::put_object(blobs, &path, FILE.to_vec())
             .await
             .unwrap();
     }

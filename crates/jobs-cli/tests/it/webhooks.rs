@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use jobs_core::TenantId;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -81,7 +81,7 @@ fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_are_announced_with_signed_retried_webhooks() {
-    let stack = Stack::start(Parts::ALL, "").await;
+    let stack = Stack::start(Roles::ALL, "").await;
     let (url, got, mut calls) = receiver().await;
     let (status, job) = stack
         .post("/v1/jobs", &json!({"kind": "export", "export": {"dataset": "things"}, "notify": {"webhook_url": url}}))
@@ -179,7 +179,7 @@ async fn a_receiver_asking_for_centuries_stops_no_one_elses_webhooks() {
         .await
         .unwrap();
     let stack = Stack::start(
-        Parts::ALL,
+        Roles::ALL,
         &format!(
             "[queue]\ntransport = \"servicebus\"\nservicebus_connection_string = \"{}\"\n",
             double.connection_string()

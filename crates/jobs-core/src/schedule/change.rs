@@ -27,7 +27,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Schedule, Timetable};
-use crate::export::Invalid;
+use crate::invalid::Invalid;
 use crate::kind::JobKind;
 
 /// Longest schedule name, in characters.

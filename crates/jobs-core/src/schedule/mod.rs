@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::export::Invalid;
 use crate::id::{JobId, TenantId};
+use crate::invalid::Invalid;
 use crate::kind::JobKind;
 use crate::status::JobStatus;
 

@@ -22,7 +22,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-use crate::export::Invalid;
+use crate::invalid::Invalid;
 
 /// Longest cron expression accepted.
 const MAX_CRON_LEN: usize = 200;

@@ -1,7 +1,5 @@
 //! Integration tests of jobs-core against real Postgres. Panicking on failure is the point here.
 #![allow(clippy::unwrap_used)]
 
-mod blob_azure;
-mod ingest_store;
 mod store;
 mod support;

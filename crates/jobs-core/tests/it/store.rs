@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 
 use jobs_core::store::{
-    CreateOutcome, ItemOutcome, JobFilter, JobStore, NewJob, PlanOutcome, PlannedItem, StoreError,
+    CreateOutcome, ItemOutcome, JobFilter, JobStore, NewJob, PlanOutcome, PlannedItem,
+    RetryOutcome, StoreError,
 };
 use jobs_core::{JobId, JobKind, JobStatus, TenantId, WorkKind};
 use serde_json::json;
@@ -21,7 +22,7 @@ fn new_job(t: &TenantId, key: Option<&str>, params: serde_json::Value) -> NewJob
     NewJob {
         id: JobId::new(),
         tenant_id: t.clone(),
-        kind: JobKind::EXPORT,
+        kind: JobKind::from_static("export"),
         params,
         idempotency_key: key.map(str::to_owned),
     }
@@ -135,7 +136,7 @@ async fn listing_is_newest_first_filtered_and_paged() {
     for i in 0..7 {
         let mut j = new_job(&acme, None, json!({ "i": i }));
         if i % 2 == 0 {
-            j.kind = JobKind::IMPORT;
+            j.kind = JobKind::from_static("import");
         }
         created.push(store.create(&j).await.unwrap().job().id);
     }
@@ -162,7 +163,7 @@ async fn listing_is_newest_first_filtered_and_paged() {
     assert_eq!(seen, newest_first);
 
     let imports = JobFilter {
-        kind: Some(JobKind::IMPORT),
+        kind: Some(JobKind::from_static("import")),
         ..Default::default()
     };
     assert_eq!(
@@ -454,4 +455,88 @@ async fn a_cancelling_job_is_cancelled_by_its_last_completion() {
     let job = store.get_any(id).await.unwrap();
     assert_eq!(job.status, JobStatus::Cancelled);
     assert!(job.finished_at.is_some());
+}
+
+/// The retry of failed items: rounds keep an old dead letter from failing a retried item.
+#[tokio::test]
+async fn a_retried_item_is_not_failed_by_an_earlier_rounds_dead_letter() {
+    let db = TestDb::new().await;
+    let store = JobStore::new(db.pool.clone());
+    let acme = TenantId::parse("acme").unwrap();
+    let id = JobId::new();
+    store
+        .create(&NewJob {
+            id,
+            tenant_id: acme.clone(),
+            kind: JobKind::from_static("ingest"),
+            params: json!({}),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    store.transition(id, JobStatus::Planning).await.unwrap();
+    let plan: Vec<_> = (0..2)
+        .map(|seq| PlannedItem {
+            seq,
+            kind: WorkKind::parse("ingest.partition").unwrap(),
+            payload: json!({"from_id": seq * 10 + 1, "to_id": seq * 10 + 10}),
+        })
+        .collect();
+    assert_eq!(
+        store.record_plan(id, &plan).await.unwrap(),
+        PlanOutcome::Started
+    );
+
+    let retry = |tenant: TenantId| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.pool().begin().await.unwrap();
+            let out = store.retry_failed_in(&mut tx, &tenant, id).await.unwrap();
+            tx.commit().await.unwrap();
+            out
+        }
+    };
+    assert_eq!(
+        retry(acme.clone()).await,
+        Some(RetryOutcome::NotFinished(JobStatus::Running))
+    );
+    assert_eq!(retry(TenantId::parse("other").unwrap()).await, None);
+
+    store
+        .complete_item(id, 0, &ItemOutcome::Done { output: json!({}) })
+        .await
+        .unwrap();
+    let last = store.fail_dead_lettered(id, 1, 0, "dead").await.unwrap();
+    assert_eq!(last.job_status, JobStatus::Finalizing);
+    store.fail(id, "1 of 2 parts failed").await.unwrap();
+
+    let Some(RetryOutcome::Retried { job, items }) = retry(acme.clone()).await else {
+        panic!("the failed item is retried");
+    };
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!((job.progress.done, job.progress.failed), (1, 0));
+    assert_eq!(job.error, None);
+    assert_eq!(items.len(), 1);
+    assert_eq!((items[0].item.seq, items[0].round), (1, 1));
+    assert_eq!(store.retries(id).await.unwrap(), 1);
+
+    // The first round's dead letter, swept again, changes nothing.
+    let stale = store.fail_dead_lettered(id, 1, 0, "dead").await.unwrap();
+    assert!(!stale.counted);
+    assert_eq!(
+        store.item_status(id, 1).await.unwrap().as_deref(),
+        Some("pending")
+    );
+    // The retried item completes through the normal path and the job finalizes again.
+    let done = store
+        .complete_item(id, 1, &ItemOutcome::Done { output: json!({}) })
+        .await
+        .unwrap();
+    assert_eq!(done.finished_job, Some(JobStatus::Finalizing));
+    assert_eq!((done.progress.done, done.progress.failed), (2, 0));
+    // Only a failed job with failed items can be retried.
+    assert_eq!(
+        retry(acme).await,
+        Some(RetryOutcome::NotFinished(JobStatus::Finalizing))
+    );
 }

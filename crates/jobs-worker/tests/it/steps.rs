@@ -17,7 +17,9 @@ use jobs_queue::messages::Queues;
 use jobs_queue::messages::WorkItemMessage as _;
 use jobs_queue::testing::TestDbExt;
 use jobs_queue::{OutgoingMessage, QueueSpec, Transport};
-use jobs_worker::{Finalizer, Outcome, Processor, Registry, WorkerContext, WorkerSettings};
+use jobs_worker::{
+    Finalizer, KindEnv, Outcome, Processor, Registry, WorkerContext, WorkerSettings,
+};
 use serde_json::{Value, json};
 
 const ITEM: WorkKind = WorkKind::from_static("test.item");
@@ -38,12 +40,7 @@ impl Processor for Scripted {
         ITEM
     }
 
-    async fn process(
-        &self,
-        _: &WorkerContext,
-        _: &Job,
-        item: &WorkItem,
-    ) -> Result<Value, ProcessError> {
+    async fn process(&self, _: &KindEnv, _: &Job, item: &WorkItem) -> Result<Value, ProcessError> {
         let n = {
             let mut calls = self.calls.lock().unwrap();
             let n = calls.entry(item.seq).or_default();
@@ -93,7 +90,7 @@ impl Finalizer for SumFinalizer {
 
     async fn finalize(
         &self,
-        _: &WorkerContext,
+        _: &KindEnv,
         _: &Job,
         items: &[ItemRecord],
     ) -> Result<Value, ProcessError> {
@@ -130,12 +127,15 @@ async fn harness(lock: Duration, max_delivery: u32) -> Harness {
         BlobStore::local(&std::env::temp_dir().join(format!("offload-w-{}", uuid::Uuid::new_v4())))
             .unwrap();
     let ctx = WorkerContext {
-        cfg: Arc::new(db.config(&[])),
+        env: KindEnv {
+            pool: db.pool.clone(),
+            catalog: Arc::new(Catalog::new(db.pool.clone(), Default::default())),
+            blobs,
+            cfg: Arc::new(db.config(&[])),
+        },
         store: JobStore::new(db.pool.clone()),
         transport,
         queues,
-        blobs,
-        catalog: Arc::new(Catalog::new(db.pool.clone(), Default::default())),
         registry,
         settings: WorkerSettings {
             concurrency: 1,

@@ -1,7 +1,7 @@
 //! Creating, listing and refusing schedules; tenants kept apart.
 
 use chrono::{DateTime, Utc};
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use jobs_core::TenantId;
 use serde_json::{Value, json};
 
@@ -10,7 +10,7 @@ use crate::support::{KEY, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_is_created_with_its_next_run_in_utc_and_local_time() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let resp = stack
         .http
         .post(format!("{}/v1/schedules", stack.api))
@@ -71,7 +71,7 @@ async fn a_schedule_is_created_with_its_next_run_in_utc_and_local_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_schedules_are_refused_naming_the_field() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let with = |key: &str, value: Value| {
         let mut body = schedule("0 6 1,15 * *");
         body[key] = value;
@@ -186,7 +186,7 @@ async fn bad_schedules_are_refused_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_each_others_schedules() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let id = create(&stack, &schedule("0 6 * * *")).await["id"]
         .as_str()
         .unwrap()

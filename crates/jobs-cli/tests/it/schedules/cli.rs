@@ -5,7 +5,7 @@
 use std::process::Output;
 
 use clap::Parser;
-use jobs_cli::{Cli, Client, Command, Parts};
+use jobs_cli::{Cli, Client, Command, Roles};
 use serde_json::{Value, json};
 
 use super::{create, export_job, schedule, utc};
@@ -40,7 +40,7 @@ async fn offload_err(stack: &Stack, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_commands_create_list_show_update_pause_resume_and_delete() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let job_file = stack.blob_root.join("job.json");
     std::fs::create_dir_all(&stack.blob_root).unwrap();
     std::fs::write(&job_file, export_job().to_string()).unwrap();
@@ -175,7 +175,7 @@ async fn schedule_commands_create_list_show_update_pause_resume_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_commands_report_the_apis_refusals_and_bad_arguments() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let id = create(&stack, &schedule("0 6 * * *")).await["id"]
         .as_str()
         .unwrap()
@@ -233,7 +233,7 @@ async fn offload_binary(stack: &Stack, args: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offload_binary_prints_schedules_and_exits_non_zero_with_the_apis_message() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let id = create(&stack, &schedule("0 6 * * *")).await["id"]
         .as_str()
         .unwrap()

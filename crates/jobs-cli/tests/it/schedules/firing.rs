@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use jobs_enqueuer::schedules::{fire_due, fire_until_stopped};
 use serde_json::{Value, json};
 use servicebus_double::ServiceBusDouble;
@@ -16,7 +16,7 @@ use crate::support::{KEY, Stack, THINGS_COLUMNS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_schedules_do_not_fire_resumed_ones_do_deleted_ones_are_gone() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let ctx = enqueuer(&stack);
     let id = create(&stack, &schedule("*/5 * * * *")).await["id"]
         .as_str()
@@ -83,7 +83,7 @@ async fn paused_schedules_do_not_fire_resumed_ones_do_deleted_ones_are_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_downtime_each_schedule_fires_once_for_its_latest_tick_whoever_claims_it() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let mut ids = Vec::new();
     for _ in 0..20 {
         let doc = create(
@@ -134,7 +134,7 @@ async fn after_downtime_each_schedule_fires_once_for_its_latest_tick_whoever_cla
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_enqueuer_loops_make_exactly_one_job_per_tick() {
     let stack = Stack::start(
-        Parts::API_ONLY,
+        Roles::API_ONLY,
         "[schedules]\ntick_interval_ms = 100\nallow_sub_minute = true",
     )
     .await;
@@ -244,7 +244,7 @@ async fn assert_export_matches_copy(stack: &Stack, job: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_export_runs_and_succeeds() {
-    let stack = Stack::start(Parts::ALL, "[schedules]\ntick_interval_ms = 100").await;
+    let stack = Stack::start(Roles::ALL, "[schedules]\ntick_interval_ms = 100").await;
     let id = create(&stack, &schedule("0 6 1,15 * *")).await["id"]
         .as_str()
         .unwrap()
@@ -265,7 +265,7 @@ async fn a_scheduled_export_on_service_bus_goes_through_the_outbox() {
          [schedules]\ntick_interval_ms = 100\n",
         double.connection_string()
     );
-    let stack = Stack::start(Parts::ALL, &toml).await;
+    let stack = Stack::start(Roles::ALL, &toml).await;
     let id = create(&stack, &schedule("0 6 1,15 * *")).await["id"]
         .as_str()
         .unwrap()

@@ -9,7 +9,6 @@ mod firing;
 mod patch;
 
 use chrono::{DateTime, Utc};
-use jobs_core::jobtype::JobTypes;
 use jobs_enqueuer::EnqueuerContext;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -35,7 +34,7 @@ async fn create(stack: &Stack, body: &Value) -> Value {
 }
 
 fn enqueuer(stack: &Stack) -> EnqueuerContext {
-    EnqueuerContext::from_runtime(stack.runtime(), JobTypes::with_builtins())
+    EnqueuerContext::from_runtime(stack.runtime(), jobs_builtins::job_types())
 }
 
 /// Makes a schedule due (as if its tick had come while nothing ran).

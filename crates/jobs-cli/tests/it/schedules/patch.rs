@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use jobs_cli::Parts;
+use jobs_cli::Roles;
 use jobs_core::TenantId;
 use jobs_core::schedule::Timetable;
 use jobs_enqueuer::schedules::fire_due;
@@ -37,7 +37,7 @@ fn first_tick(cron: &str, tz: &str, before: DateTime<Utc>, after: DateTime<Utc>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_field_changes_alone_and_cron_or_timezone_moves_the_next_tick() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let created = create(&stack, &schedule("0 6 1,15 * *")).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let unchanged = |doc: &Value, keys: &[&str]| {
@@ -135,7 +135,7 @@ async fn each_field_changes_alone_and_cron_or_timezone_moves_the_next_tick() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_tick_survives_a_rename_and_is_dropped_by_a_new_timetable() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let ctx = enqueuer(&stack);
     let id = create(&stack, &schedule("0 6 * * *")).await["id"]
         .as_str()
@@ -177,7 +177,7 @@ async fn a_due_tick_survives_a_rename_and_is_dropped_by_a_new_timetable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_changes_are_refused_naming_the_field_and_change_nothing() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let created = create(&stack, &schedule("0 6 1,15 * *")).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let job = |export: Value| json!({"job": {"kind": "export", "export": export}});
@@ -242,7 +242,7 @@ async fn bad_changes_are_refused_naming_the_field_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenants_schedule_is_not_found_and_not_changed() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let created = create(&stack, &schedule("0 6 * * *")).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let store = &stack.runtime().store;
@@ -275,7 +275,7 @@ async fn another_tenants_schedule_is_not_found_and_not_changed() {
 /// and applies to the row as the firing left it, not to what it read before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_waits_for_a_firing_in_progress_and_builds_on_its_result() {
-    let stack = Stack::start(Parts::API_ONLY, "").await;
+    let stack = Stack::start(Roles::API_ONLY, "").await;
     let id = create(&stack, &schedule("0 6 * * *")).await["id"]
         .as_str()
         .unwrap()

@@ -1,0 +1,2 @@
+//! Test databases come from `jobs_core::testing`.
+pub use jobs_core::testing::TestDb;
