@@ -17,7 +17,7 @@ use jobs_core::JobStatus;
 use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::process::backoff;
 use jobs_core::schedule::ScheduleError;
-use jobs_core::store::{Job, JobStore, PlanOutcome, PlannedItem, StoreError};
+use jobs_core::store::{ItemStatus, Job, JobStore, PlanOutcome, PlannedItem, StoreError};
 use jobs_core::supervise::spawn_supervised;
 use jobs_queue::consume::Consumer;
 use jobs_queue::messages::WorkItemMessage as _;
@@ -332,7 +332,7 @@ async fn recorded(ctx: &EnqueuerContext, job: &Job) -> Result<Vec<PlannedItem>, 
         .map_err(|e| PlanError::Retryable(e.to_string()))?;
     Ok(items
         .into_iter()
-        .filter(|i| i.status == "pending")
+        .filter(|i| i.status == ItemStatus::Pending)
         .map(|i| i.item)
         .collect())
 }

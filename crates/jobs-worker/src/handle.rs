@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::process::{ProcessError, backoff, panics_as_errors};
-use jobs_core::store::{Completion, ItemOutcome, Job};
+use jobs_core::store::{Completion, ItemOutcome, ItemStatus, Job};
 use jobs_core::{JobId, JobStatus};
 use jobs_queue::consume::Consumer as _;
 use jobs_queue::messages::JobMessage;
@@ -94,7 +94,7 @@ async fn handle(
         .store
         .item_status(job.id, item.seq)
         .await?
-        .is_some_and(|s| s != "pending")
+        .is_some_and(|s| s != ItemStatus::Pending)
     {
         let c = Completion {
             counted: false,
@@ -261,7 +261,10 @@ async fn finalize(
         _ => return settle(ctx, ctx.transport.complete(queue, &msg.lock).await),
     }
     let items = ctx.store.items(job.id).await?;
-    let failed: Vec<_> = items.iter().filter(|i| i.status == "failed").collect();
+    let failed: Vec<_> = items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Failed)
+        .collect();
     if let Some(first) = failed.first() {
         // What failed, and what to do once its cause is fixed.
         let why = format!(

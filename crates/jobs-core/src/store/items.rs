@@ -21,10 +21,53 @@ pub struct PlannedItem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemRecord {
     pub item: PlannedItem,
-    pub status: String,
+    pub status: ItemStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
     pub output: Option<serde_json::Value>,
+}
+
+/// Where one work item stands (`offload.work_items.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemStatus {
+    /// Not completed yet (never run, running, or waiting for a retry).
+    Pending,
+    Done,
+    Failed,
+    /// Its job was cancelled before it ran.
+    Skipped,
+}
+
+impl ItemStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    fn parse(job_id: JobId, s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "done" => Self::Done,
+            "failed" => Self::Failed,
+            "skipped" => Self::Skipped,
+            other => {
+                return Err(StoreError::Corrupt {
+                    job_id,
+                    problem: format!("unknown work item status {other:?}"),
+                });
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for ItemStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +231,7 @@ impl JobStore {
                         kind: WorkKind::parse(&r.kind).map_err(|e| corrupt(e.to_string()))?,
                         payload: r.payload,
                     },
-                    status: r.status,
+                    status: ItemStatus::parse(job_id, &r.status)?,
                     attempts: to_u32(job_id, "attempts", r.attempts)?,
                     last_error: r.last_error,
                     output: r.output,
@@ -197,15 +240,20 @@ impl JobStore {
             .collect()
     }
 
-    /// The status of one item (`pending`, `done`, `failed`, `skipped`), if it exists.
-    pub async fn item_status(&self, job_id: JobId, seq: u32) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+    /// The status of one item, if it exists.
+    pub async fn item_status(
+        &self,
+        job_id: JobId,
+        seq: u32,
+    ) -> Result<Option<ItemStatus>, StoreError> {
+        let status: Option<String> = sqlx::query_scalar(
             "SELECT status FROM offload.work_items WHERE job_id = $1 AND seq = $2",
         )
         .bind(job_id.as_uuid())
         .bind(seq as i32)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        status.map(|s| ItemStatus::parse(job_id, &s)).transpose()
     }
 
     /// Records a failed attempt at a pending item, made on its message's delivery
@@ -291,9 +339,11 @@ impl JobStore {
         delivery: Option<u32>,
     ) -> Result<Completion, StoreError> {
         let (status, reason, output) = match outcome {
-            ItemOutcome::Done { output } => ("done", None, Some(output)),
-            ItemOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None),
-            ItemOutcome::Skipped => ("skipped", None, None),
+            ItemOutcome::Done { output } => (ItemStatus::Done.as_str(), None, Some(output)),
+            ItemOutcome::Failed { reason } => {
+                (ItemStatus::Failed.as_str(), Some(reason.as_str()), None)
+            }
+            ItemOutcome::Skipped => (ItemStatus::Skipped.as_str(), None, None),
         };
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(

@@ -21,7 +21,7 @@ use crate::id::{JobId, TenantId};
 use crate::kind::JobKind;
 use crate::status::JobStatus;
 
-pub use items::{Completion, ItemOutcome, ItemRecord, PlanOutcome, PlannedItem};
+pub use items::{Completion, ItemOutcome, ItemRecord, ItemStatus, PlanOutcome, PlannedItem};
 pub use jobs::{CreateOutcome, JobFilter, JobPage, ListCursor};
 pub use retry::{RetriedItem, RetryOutcome};
 pub use tenants::{WebhookAttempt, new_api_key, new_webhook_secret};

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use jobs_core::store::{
-    CreateOutcome, ItemOutcome, JobFilter, JobStore, NewJob, PlanOutcome, PlannedItem,
+    CreateOutcome, ItemOutcome, ItemStatus, JobFilter, JobStore, NewJob, PlanOutcome, PlannedItem,
     RetryOutcome, StoreError,
 };
 use jobs_core::{JobId, JobKind, JobStatus, TenantId, WorkKind};
@@ -260,7 +260,7 @@ async fn a_plan_is_recorded_once_and_an_empty_plan_finalizes() {
     assert_eq!(items.len(), 3);
     assert_eq!(items[0].item.kind.as_str(), "export.chunk");
     assert_eq!(items[2].item.payload, json!({ "from": 20, "to": 30 }));
-    assert!(items.iter().all(|i| i.status == "pending"));
+    assert!(items.iter().all(|i| i.status == ItemStatus::Pending));
 
     let empty = store
         .create(&new_job(&tenant("acme"), None, json!({})))
@@ -524,8 +524,8 @@ async fn a_retried_item_is_not_failed_by_an_earlier_rounds_dead_letter() {
     let stale = store.fail_dead_lettered(id, 1, 0, "dead").await.unwrap();
     assert!(!stale.counted);
     assert_eq!(
-        store.item_status(id, 1).await.unwrap().as_deref(),
-        Some("pending")
+        store.item_status(id, 1).await.unwrap(),
+        Some(ItemStatus::Pending)
     );
     // The retried item completes through the normal path and the job finalizes again.
     let done = store

@@ -346,7 +346,7 @@ async fn a_slow_item_keeps_its_lock_by_renewing_it() {
     );
     assert_eq!(h.processor.calls.lock().unwrap()[&0], 1);
     let item = &h.ctx.store.items(id).await.unwrap()[0];
-    assert_eq!(item.status, "done");
+    assert_eq!(item.status, jobs_core::store::ItemStatus::Done);
 }
 
 /// At shutdown a worker takes nothing more, and an item it cannot finish within the grace
