@@ -29,6 +29,16 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Whether a database error will come back the same way however often the statement is
+/// tried again: a data exception (SQLSTATE class 22: a value that does not cast) or a
+/// definition error (class 42: a dropped column, a missing table). Connection trouble,
+/// serialization failures and deadlocks are not.
+pub fn fails_the_same_way_again(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("22") || c.starts_with("42"))
+}
+
 /// Parses the configured URL without echoing it (it may hold a password).
 pub fn connect_options(cfg: &DatabaseConfig) -> Result<PgConnectOptions, DbError> {
     cfg.url

@@ -65,18 +65,11 @@ impl JobType for ExportJob {
             .await
             .map_err(|e| {
                 let why = format!("planning the export failed: {e}");
-                if is_permanent(&e) {
+                if jobs_core::db::fails_the_same_way_again(&e) {
                     PlanError::Fatal(why)
                 } else {
                     PlanError::Retryable(why)
                 }
             })
     }
-}
-
-/// Data and definition errors (SQLSTATE classes 22 and 42) fail the same way every time.
-fn is_permanent(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| c.starts_with("22") || c.starts_with("42"))
 }

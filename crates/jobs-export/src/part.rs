@@ -35,10 +35,8 @@ impl PartError {
     /// connection trouble, serialization failures and storage errors may not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Db(sqlx::Error::Database(e)) => !e
-                .code()
-                .is_some_and(|c| c.starts_with("22") || c.starts_with("42")),
-            Self::Db(_) | Self::Blob(_) => true,
+            Self::Db(e) => !jobs_core::db::fails_the_same_way_again(e),
+            Self::Blob(_) => true,
         }
     }
 }

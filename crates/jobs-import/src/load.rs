@@ -65,11 +65,8 @@ impl LoadError {
     /// errors may not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Db(sqlx::Error::Database(e)) => !e
-                .code()
-                .is_some_and(|c| c.starts_with("22") || c.starts_with("42")),
+            Self::Db(e) => !jobs_core::db::fails_the_same_way_again(e),
             Self::Blob(e) => !e.is_not_found() && !e.is_changed(),
-            Self::Db(_) => true,
             Self::Invalid(_) => false,
         }
     }

@@ -214,7 +214,7 @@ impl ReceiveLoop {
     }
 
     /// Handles `msg`; at shutdown, gives the handler `grace` to finish, then gives the
-    /// message back.
+    /// message back. A handler that panics gives its message back too (after a back-off).
     async fn handle_within_grace<H, Fut, E>(
         &self,
         handle: &H,
@@ -234,20 +234,10 @@ impl ReceiveLoop {
         tokio::select! {
             handled = &mut handling => match handled {
                 Ok(r) => r,
-                Err(payload) => {
-                // A handler's bug met by this message: the loop goes on, and the message
-                // comes back later, until its deliveries run out and it is dead-lettered.
-                let delay = backoff(delivery_count, Duration::from_secs(1), Duration::from_secs(60));
-                tracing::error!(
-                    service = self.name,
-                    sequence = lock.sequence,
-                    delivery_count,
-                    panic = %jobs_core::supervise::panic_text(payload.as_ref()),
-                    ?delay,
-                    "handling a message panicked; it is given back"
-                );
-                self.give_back_after(&lock, delay).await;
-                Ok(())
+                Err(panic) => {
+                    let text = jobs_core::supervise::panic_text(panic.as_ref());
+                    self.give_back_after_panic(&lock, delivery_count, &text).await;
+                    Ok(())
                 }
             },
             () = grace_over => {
@@ -261,6 +251,31 @@ impl ReceiveLoop {
                 Ok(())
             }
         }
+    }
+
+    /// A handler's bug met by this message: logged with the panic's text, and the message
+    /// given back after a back-off, so the loop goes on and a message that always panics is
+    /// dead-lettered when its deliveries run out.
+    async fn give_back_after_panic(
+        &self,
+        lock: &super::LockToken,
+        delivery_count: u32,
+        panic: &str,
+    ) {
+        let delay = backoff(
+            delivery_count,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        tracing::error!(
+            service = self.name,
+            sequence = lock.sequence,
+            delivery_count,
+            panic,
+            ?delay,
+            "handling a message panicked; it is given back"
+        );
+        self.give_back_after(lock, delay).await;
     }
 
     /// Abandons a message with no delay, so that another consumer takes it now.
