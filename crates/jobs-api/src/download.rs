@@ -10,22 +10,23 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
-use jobs_core::JobStatus;
 use jobs_core::store::{Job, StoreError};
+use jobs_core::{JobId, JobStatus};
 use serde::Deserialize;
-use serde_json::json;
 use sha2::Sha256;
 
 use crate::AppState;
 use crate::auth::Tenant;
+use crate::contract::{DownloadLink, ErrorBody, LinkQuery};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::jobs::tenant_job;
 
 /// The file of a job's result: any kind's result with a `path`, typed by its extension.
@@ -101,16 +102,32 @@ impl LinkSigner {
     }
 }
 
-/// `GET /v1/jobs/{id}/result`: a redirect to a signed link, with the link in the body too.
-/// Only a job that succeeded with a file has one: any other answers with what became of
-/// the job (its error, for a failed one) and what to do, never a link to a missing file.
+/// A job's result file.
+///
+/// A redirect to a short-lived signed link, with the link in the body too. Only a job that
+/// succeeded with a file has one: any other answers with what became of the job (its
+/// error, for a failed one) and what to do, never a link to a missing file.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/result",
+    operation_id = "getJobResult",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job")),
+    responses(
+        (status = 302, description = "The link", body = DownloadLink, headers(("Location" = String, description = "The link"))),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such job, or its kind's result is not a file (`no_result_file`)", body = ErrorBody),
+        (status = 409, description = "`not_ready`, `job_failed` (with the error and what to do) or `job_cancelled`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn result(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
 ) -> Result<Response, ApiError> {
-    let job = tenant_job(&state, &tenant, &id).await?;
+    let job = tenant_job(&state, &tenant, id).await?;
     if job.status != JobStatus::Succeeded {
         return Err(no_file_yet(&job, "result", "succeeded"));
     }
@@ -138,20 +155,36 @@ pub async fn result(
             ),
         });
     };
-    Ok(link(&state, &headers, &id, None, &stored.path).await)
+    Ok(link(&state, &headers, id, None, &stored.path).await)
 }
 
-/// `GET /v1/jobs/{id}/rejects`: the rejects report of a job whose kind rejects rows
-/// ([`jobs_sdk::JobType::reports_rejects`]; an import's) (`line,column,value,reason`), as
-/// a redirect to a signed link. Available once the job has finished, failed or not, when a
-/// row was rejected; a job that failed before any report was made answers with its error.
+/// A job's rejects report.
+///
+/// The input rows a job refused, with why (`line,column,value,reason`), for kinds that
+/// reject rows ([`jobs_sdk::JobType::reports_rejects`]; an import), as a redirect to a
+/// signed link. Available once the job has finished, failed or not, when a row was
+/// rejected; a job that failed before any report was made answers with its error.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/rejects",
+    operation_id = "getJobRejects",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job")),
+    responses(
+        (status = 302, description = "The link", body = DownloadLink, headers(("Location" = String, description = "The link"))),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such job, or it has no report (`no_rejects_report`)", body = ErrorBody),
+        (status = 409, description = "`not_ready`, `job_failed` or `job_cancelled`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn rejects(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
 ) -> Result<Response, ApiError> {
-    let job = tenant_job(&state, &tenant, &id).await?;
+    let job = tenant_job(&state, &tenant, id).await?;
     let path = job
         .result
         .as_ref()
@@ -159,7 +192,7 @@ pub async fn rejects(
         .and_then(|p| p.as_str())
         .map(str::to_owned);
     if let Some(path) = path {
-        return Ok(link(&state, &headers, &id, Some(REJECTS), &path).await);
+        return Ok(link(&state, &headers, id, Some(REJECTS), &path).await);
     }
     let reports = state
         .job_types
@@ -243,7 +276,7 @@ const REJECTS: &str = "rejects";
 async fn link(
     state: &AppState,
     headers: &HeaderMap,
-    id: &str,
+    id: JobId,
     file: Option<&str>,
     path: &str,
 ) -> Response {
@@ -270,7 +303,7 @@ async fn link(
         None => {
             let subject = match file {
                 Some(f) => format!("{id}/{f}"),
-                None => id.to_owned(),
+                None => id.to_string(),
             };
             let file_param = file.map(|f| format!("&file={f}")).unwrap_or_default();
             format!(
@@ -287,47 +320,55 @@ async fn link(
             (header::LOCATION, url.clone()),
             (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
-        Json(json!({ "download_url": url, "expires_at": expires_at })),
+        Json(DownloadLink {
+            download_url: url,
+            expires_at,
+        }),
     )
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-pub struct LinkQuery {
-    expires: Option<i64>,
-    signature: Option<String>,
-    /// Which file of the job: absent for its result, `rejects` for an import's report.
-    file: Option<String>,
-}
-
-/// `GET /v1/downloads/{id}?expires=…&signature=…[&file=rejects]`: streams the file.
+/// Download a job's file, for holders of a signed link.
+///
+/// The link is what `GET /v1/jobs/{id}/result` (or `…/rejects`) redirects to; it needs no
+/// API key and expires.
+#[utoipa::path(
+    get,
+    path = "/v1/downloads/{id}",
+    operation_id = "download",
+    tag = "downloads",
+    params(("id" = Uuid, Path, description = "The job"), LinkQuery),
+    responses(
+        (status = 400, description = "The query string cannot be read: a parameter given twice, or a number out of range", body = ErrorBody),
+        (status = 200, description = "The file, typed by its extension",
+            content((String = "text/csv"), (String = "application/x-ndjson"), (String = "application/json"), (Vec<u8> = "application/octet-stream")),
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"{job id}.{csv|ndjson}\"`"))),
+        (status = 403, description = "The link is invalid or has expired", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 410, description = "The file is gone (deleted, or the job has no such file)", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn download(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
     Query(q): Query<LinkQuery>,
 ) -> Result<Response, ApiError> {
-    let forbidden = || {
-        (StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": "the link is invalid or has expired"}})))
-            .into_response()
-    };
+    let forbidden = ApiError::Forbidden("the link is invalid or has expired");
     let (Some(expires), Some(sig)) = (q.expires, q.signature) else {
-        return Ok(forbidden());
+        return Err(forbidden);
     };
     let subject = match q.file.as_deref() {
-        None => id.clone(),
+        None => id.to_string(),
         Some(REJECTS) => format!("{id}/{REJECTS}"),
-        Some(_) => return Ok(forbidden()),
+        Some(_) => return Err(forbidden),
     };
     if expires < chrono::Utc::now().timestamp() || !state.signer.verify(&subject, expires, &sig) {
-        return Ok(forbidden());
+        return Err(forbidden);
     }
-    let job = match state
-        .store
-        .get_any(id.parse().map_err(|_| ApiError::NotFound)?)
-        .await
-    {
+    let job = match state.store.get_any(id).await {
         Ok(job) => job,
-        Err(StoreError::UnknownJob(_)) => return Err(ApiError::NotFound),
+        Err(StoreError::UnknownJob(_)) => return Err(ApiError::NotFound("job")),
         Err(e) => return Err(e.into()),
     };
     let no_file = || ApiError::Gone {

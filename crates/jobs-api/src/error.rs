@@ -6,14 +6,13 @@
 //! limit, a method a route does not take, an extractor's rejection) are rewritten into the
 //! same format by [`json_errors`].
 
+use crate::AppState;
+use crate::contract::ErrorBody;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jobs_core::invalid::Invalid;
-use serde_json::{Value, json};
-
-use crate::AppState;
 
 /// Seconds a client is told to wait (`Retry-After`) when the database is unavailable: a
 /// pool exhausted by a burst frees within about that.
@@ -26,13 +25,13 @@ const MAX_PLAIN_ERROR: usize = 4096;
 pub enum ApiError {
     #[error("missing or invalid API key")]
     Unauthorized,
-    #[error("not found")]
-    NotFound,
-    #[error("no such schedule")]
-    NoSuchSchedule,
-    /// Not found, saying what (`"no such upload"`).
+    /// No such thing (`"job"`, `"schedule"`, `"upload"`, `"route"`) for this tenant: one
+    /// answer for unknown ids, malformed ids and another tenant's ids alike.
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    /// A signed link that is not valid (`403`).
     #[error("{0}")]
-    Missing(&'static str),
+    Forbidden(&'static str),
     #[error("{message}")]
     TooLarge { message: String },
     #[error("{message}")]
@@ -129,15 +128,6 @@ impl From<jobs_core::sqlx::Error> for ApiError {
     }
 }
 
-/// The JSON error body.
-fn error_body(code: &str, message: &str, field: Option<&str>) -> Value {
-    let mut body = json!({ "error": { "code": code, "message": message } });
-    if let Some(f) = field {
-        body["error"]["field"] = json!(f);
-    }
-    body
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, field) = match &self {
@@ -147,14 +137,8 @@ impl IntoResponse for ApiError {
                 self.to_string(),
                 None,
             ),
-            Self::NotFound => (
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such job".to_owned(),
-                None,
-            ),
-            Self::NoSuchSchedule => (StatusCode::NOT_FOUND, "not_found", self.to_string(), None),
-            Self::Missing(what) => (StatusCode::NOT_FOUND, "not_found", (*what).to_owned(), None),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", self.to_string(), None),
+            Self::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", (*why).to_owned(), None),
             Self::TooLarge { message } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
@@ -200,7 +184,7 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let body = error_body(code, &message, field.as_deref());
+        let body = ErrorBody::new(code, &message, field.as_deref());
         let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
         match status {
@@ -278,6 +262,6 @@ pub async fn json_errors(State(state): State<AppState>, resp: Response) -> Respo
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let body = error_body(code, &message, None).to_string();
+    let body = serde_json::to_vec(&ErrorBody::new(code, &message, None)).unwrap_or_default();
     Response::from_parts(parts, axum::body::Body::from(body))
 }

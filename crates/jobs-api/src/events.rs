@@ -10,10 +10,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
+use jobs_core::JobId;
 use jobs_core::document::job_document;
 use jobs_core::listen::Notice;
 use jobs_core::sqlx::PgPool;
@@ -23,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 use crate::auth::Tenant;
+use crate::contract::{ErrorBody, JobEvent};
 use crate::error::ApiError;
+use crate::extract::Path;
 
 pub const CHANNEL: &str = jobs_core::store::JOB_EVENTS_CHANNEL;
 
@@ -47,23 +50,37 @@ pub async fn spawn_listener(
     .await
 }
 
-/// `GET /v1/jobs/{id}/events`: a `job` event with the full document first, then a
-/// `progress` event per change, and a final `job` event when the job is finished, after
-/// which the stream ends.
+/// Follow a job's progress (Server-Sent Events).
+///
+/// A `job` event with the full document first, then a `progress` event per change, and a
+/// final `job` event when the job is finished, after which the stream ends. A comment is
+/// sent every 15 s to keep the connection open.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    operation_id = "followJob",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job")),
+    responses(
+        (status = 200, description = "`event: job` (the job document) and `event: progress` (id, status, progress)", content_type = "text/event-stream", body = JobEvent),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(job_id): Path<JobId>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let job_id = id.parse().map_err(|_| ApiError::NotFound)?;
     // Subscribe before reading the state, so no change falls between the two.
     let rx = state.job_events.subscribe();
     let job = state
         .store
         .get(&tenant.0, job_id)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::NotFound("job"))?;
     let base = state.base_url(&headers);
     let key = job_id.to_string();
     let stream = async_stream(state.clone(), tenant, job, base, key, rx);

@@ -2,48 +2,70 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use jobs_core::document::job_document;
+use jobs_core::document::JobDocument;
 use jobs_core::envelope::TraceContext;
 use jobs_core::store::{CreateOutcome, Job, JobFilter, JobStore, ListCursor, NewJob, StoreError};
 use jobs_core::{JobId, JobKind, JobStatus};
 use jobs_queue::messages::JobMessage;
 use jobs_sdk::jobtype::ParamsError;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Tenant;
+use crate::contract::{ErrorBody, JobList, JobListQuery, JobRequest};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::paging;
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-fn parse_id(id: &str) -> Result<JobId, ApiError> {
-    // A malformed id cannot name any job: answer as for any other unknown job.
-    id.parse().map_err(|_| ApiError::NotFound)
-}
-
-/// The caller's job `id`; another tenant's, or a malformed id, is unknown (404).
+/// The caller's job `id`; another tenant's is unknown (404).
 pub(crate) async fn tenant_job(
     state: &AppState,
     tenant: &Tenant,
-    id: &str,
+    id: JobId,
 ) -> Result<Job, ApiError> {
     state
         .store
-        .get(&tenant.0, parse_id(id)?)
+        .get(&tenant.0, id)
         .await?
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound("job"))
 }
 
-fn doc(state: &AppState, headers: &HeaderMap, job: &Job) -> Value {
-    job_document(job, &state.base_url(headers))
+fn doc(state: &AppState, headers: &HeaderMap, job: &Job) -> JobDocument {
+    JobDocument::new(job, &state.base_url(headers))
 }
 
-/// `POST /v1/jobs`
+/// Submit a job.
+///
+/// The job and its first message are written in one transaction; the answer comes before
+/// any planning. A repeated `Idempotency-Key` with the same request answers `200` with the
+/// job it made.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    operation_id = "submitJob",
+    tag = "jobs",
+    request_body = JobRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: the same key and request make one job"),
+        ("X-Request-Id" = Option<String>, Header, description = "Carried through the job's messages as its correlation id"),
+    ),
+    responses(
+        (status = 202, description = "Accepted", body = JobDocument, headers(("Location" = String, description = "The job")),
+            links(("getJob" = (operation_id = "getJob", parameters(("id" = "$response.body#/id")))), ("cancelJob" = (operation_id = "cancelJob", parameters(("id" = "$response.body#/id")))), ("retryFailedItems" = (operation_id = "retryFailedItems", parameters(("id" = "$response.body#/id")))), ("getJobResult" = (operation_id = "getJobResult", parameters(("id" = "$response.body#/id")))), ("getJobRejects" = (operation_id = "getJobRejects", parameters(("id" = "$response.body#/id")))))),
+        (status = 200, description = "The job this Idempotency-Key made already", body = JobDocument, headers(("Location" = String))),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used with a different request", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "A field is wrong; `field` names it", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -239,32 +261,51 @@ fn parse_notify(notify: Option<&Value>, allow_private: bool) -> Result<Option<Va
     Ok(Some(json!({ "webhook_url": raw })))
 }
 
-/// `GET /v1/jobs/{id}`
+/// A job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    operation_id = "getJob",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job")),
+    responses(
+        (status = 200, body = JobDocument),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such job for this tenant", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let job = tenant_job(&state, &tenant, &id).await?;
+    Path(id): Path<JobId>,
+) -> Result<Json<JobDocument>, ApiError> {
+    let job = tenant_job(&state, &tenant, id).await?;
     Ok(Json(doc(&state, &headers, &job)))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    status: Option<String>,
-    kind: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
-/// `GET /v1/jobs?status=&kind=&limit=&cursor=`
+/// The tenant's jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    operation_id = "listJobs",
+    tag = "jobs",
+    params(JobListQuery),
+    responses(
+        (status = 400, description = "The query string cannot be read: a parameter given twice, or a number out of range", body = ErrorBody),
+        (status = 200, body = JobList),
+        (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+    Query(q): Query<JobListQuery>,
+) -> Result<Json<JobList>, ApiError> {
     let status = q
         .status
         .map(|s| {
@@ -282,20 +323,41 @@ pub async fn list(
         .store
         .list(&tenant.0, &JobFilter { status, kind }, after, limit)
         .await?;
-    let jobs: Vec<Value> = page.jobs.iter().map(|j| doc(&state, &headers, j)).collect();
-    Ok(Json(
-        json!({ "jobs": jobs, "next_cursor": page.next.as_ref().map(|c| paging::encode_cursor(c.created_at, c.id)) }),
-    ))
+    Ok(Json(JobList {
+        jobs: page.jobs.iter().map(|j| doc(&state, &headers, j)).collect(),
+        next_cursor: page
+            .next
+            .as_ref()
+            .map(|c| paging::encode_cursor(c.created_at, c.id)),
+    }))
 }
 
-/// `POST /v1/jobs/{id}/cancel`
+/// Cancel a job.
+///
+/// A queued job ends now; a planned one stops sending its items (those not started are
+/// skipped) and ends when the last running one does. Cancelling a cancelled job is
+/// harmless.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    operation_id = "cancelJob",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job")),
+    responses(
+        (status = 202, description = "Cancelling or cancelled", body = JobDocument),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job has finished: `not_cancellable`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
 ) -> Result<Response, ApiError> {
-    let job = tenant_job(&state, &tenant, &id).await?;
+    let job = tenant_job(&state, &tenant, id).await?;
     let moved = match job.status {
         // Nothing was planned yet: the job ends now, and its finished event is written in
         // the same transaction (through the outbox when there is one: a broker outage
@@ -340,7 +402,7 @@ pub async fn cancel(
             .store
             .get(&tenant.0, job.id)
             .await?
-            .ok_or(ApiError::NotFound)?,
+            .ok_or(ApiError::NotFound("job"))?,
     };
     Ok((StatusCode::ACCEPTED, Json(doc(&state, &headers, &job))).into_response())
 }

@@ -20,6 +20,7 @@
 //! | `GET`, `DELETE /v1/uploads/{id}` | an upload's size, SHA-256 and expiry; delete it |
 //! | `GET /v1/downloads/{id}` | the file, for holders of a valid signed link |
 //! | `GET /health/live`, `/health/ready` | probes |
+//! | `GET /openapi.json` | this table as an OpenAPI 3.1 document, generated from the handlers ([`openapi`]) |
 //!
 //! Every error is `{"error": {"code", "message", "field"?}}` (see [`ApiError`]); a database
 //! that cannot serve a request now is `503` with `Retry-After`.
@@ -30,10 +31,13 @@
 //! from the job store.
 
 mod auth;
+pub mod contract;
 mod download;
 mod error;
 mod events;
+mod extract;
 mod jobs;
+pub mod openapi;
 mod paging;
 mod retry;
 mod schedules;
@@ -43,8 +47,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Router, middleware};
 use jobs_core::blob::BlobStore;
 use jobs_core::dataset::Catalog;
@@ -55,11 +58,15 @@ use jobs_queue::outbox::TxSender;
 use jobs_queue::runtime::Runtime;
 use jobs_sdk::jobtype::{JobTypes, KindEnv};
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::contract::Health;
 
 pub use download::LinkSigner;
 pub use error::ApiError;
@@ -81,6 +88,8 @@ pub struct AppState {
     pub signer: LinkSigner,
     /// Job changes announced by the store, fanned out to SSE clients.
     pub job_events: broadcast::Sender<Value>,
+    /// `GET /openapi.json`, made at start-up for the kinds of `job_types`.
+    pub openapi: Arc<String>,
 }
 
 impl AppState {
@@ -102,46 +111,45 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let limit = state.cfg.api.max_body_bytes;
-    Router::new()
-        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{id}/retry-failed", post(retry::retry_failed))
-        .route("/v1/jobs/{id}/result", get(download::result))
-        .route("/v1/jobs/{id}/rejects", get(download::rejects))
-        .route("/v1/jobs/{id}/events", get(events::events))
+/// Every route of the API, with its OpenAPI description.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(retry::retry_failed))
+        .routes(routes!(download::result))
+        .routes(routes!(download::rejects))
+        .routes(routes!(events::events))
         // Uploads stream to the blob store under their own limit (api.max_upload_bytes),
         // not the JSON body limit.
-        .route(
-            "/v1/uploads",
-            post(uploads::create)
-                .layer(DefaultBodyLimit::disable())
-                .get(uploads::list),
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(uploads::create, uploads::list))
+                .layer(DefaultBodyLimit::disable()),
         )
-        .route("/v1/uploads/direct", post(uploads::direct))
-        .route(
-            "/v1/uploads/{id}",
-            get(uploads::get).delete(uploads::delete),
-        )
-        .route("/v1/uploads/{id}/complete", post(uploads::complete))
-        .route("/v1/downloads/{id}", get(download::download))
-        .route(
-            "/v1/schedules",
-            post(schedules::create).get(schedules::list),
-        )
-        .route(
-            "/v1/schedules/{id}",
-            get(schedules::get)
-                .patch(schedules::update)
-                .delete(schedules::delete),
-        )
-        .route("/v1/schedules/{id}/pause", post(schedules::pause))
-        .route("/v1/schedules/{id}/resume", post(schedules::resume))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .fallback(|| async { ApiError::Missing("no such route") })
+        .routes(routes!(uploads::direct))
+        .routes(routes!(uploads::get, uploads::delete))
+        .routes(routes!(uploads::complete))
+        .routes(routes!(download::download))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(
+            schedules::get,
+            schedules::update,
+            schedules::delete
+        ))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(live))
+        .routes(routes!(ready))
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.cfg.api.max_body_bytes;
+    let (router, _) = routes().split_for_parts();
+    router
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(limit))
         // Outside every route and the fallback: whatever axum answers by itself is put
         // in the JSON error format too.
@@ -153,34 +161,75 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Liveness.
+///
 /// `503` while some loop of this process cannot be kept running (it keeps panicking or
 /// ending soon after each restart), naming it: the orchestrator then restarts the process.
-async fn live() -> impl IntoResponse {
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "live",
+    tag = "health",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "Failing loops, named", body = Health),
+    )
+)]
+async fn live() -> (StatusCode, axum::Json<Health>) {
     let failing = jobs_core::supervise::Liveness::process().failing();
     if failing.is_empty() {
-        return (StatusCode::OK, axum::Json(json!({"status": "ok"})));
+        return (
+            StatusCode::OK,
+            axum::Json(Health {
+                status: "ok".into(),
+                failing: Vec::new(),
+            }),
+        );
     }
-    let loops: Vec<_> = failing
+    let loops = failing
         .iter()
-        .map(|(name, cause)| json!({"loop": name, "last_failure": cause}))
+        .map(|(name, cause)| contract::FailingLoop {
+            name: name.to_string(),
+            last_failure: cause.to_string(),
+        })
         .collect();
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({"status": "failing", "failing": loops})),
+        axum::Json(Health {
+            status: "failing".into(),
+            failing: loops,
+        }),
     )
 }
 
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+/// Readiness: the database answers.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "ready",
+    tag = "health",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "The database does not answer", body = Health),
+    )
+)]
+async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+    let health = |status: &str| {
+        axum::Json(Health {
+            status: status.into(),
+            failing: Vec::new(),
+        })
+    };
     match jobs_core::sqlx::query("SELECT 1")
         .execute(state.store.pool())
         .await
     {
-        Ok(_) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))),
+        Ok(_) => (StatusCode::OK, health("ready")),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: the database does not answer");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"status": "database unavailable"})),
+                health("database unavailable"),
             )
         }
     }
@@ -218,6 +267,7 @@ pub async fn state(
         queues: Queues::default(),
         catalog: rt.catalog.clone(),
         blobs: rt.blobs.clone(),
+        openapi: Arc::new(openapi::document(&job_types).to_string()),
         job_types,
         kind_env: rt.kind_env(),
         job_events,

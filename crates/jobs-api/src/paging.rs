@@ -8,25 +8,16 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use serde::Deserialize;
-
 use crate::ApiError;
+use crate::contract::PageQuery;
 
 /// Where a page starts: the creation time and id of the last item seen.
 pub type After<I> = Option<(DateTime<Utc>, I)>;
 
-/// `?limit=&cursor=`, the query of a list route that has no filters of its own.
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
-impl PageQuery {
-    /// The page size ([`limit`]) and what the cursor names ([`cursor`]).
-    pub fn read<I: FromStr>(self) -> Result<(u32, After<I>), ApiError> {
-        Ok((limit(self.limit)?, cursor(self.cursor)?))
-    }
+/// The page size ([`limit`]) and what the cursor names ([`cursor`]) of a list route that
+/// has no filters of its own.
+pub fn read<I: FromStr>(q: PageQuery) -> Result<(u32, After<I>), ApiError> {
+    Ok((limit(q.limit)?, cursor(q.cursor)?))
 }
 
 /// `limit`: 50 when absent, otherwise 1 to 500.

@@ -7,34 +7,53 @@
 //! drop a copy of the first sending's id.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use jobs_core::document::job_document;
+use jobs_core::JobId;
+use jobs_core::document::JobDocument;
 use jobs_core::envelope::{TraceContext, WorkItem};
 use jobs_core::store::RetryOutcome;
 use jobs_queue::messages::WorkItemMessage as _;
 
 use crate::AppState;
 use crate::auth::Tenant;
+use crate::contract::ErrorBody;
 use crate::error::ApiError;
+use crate::extract::Path;
 
 /// Messages written per statement.
 const SEND_BATCH: usize = 500;
 
+/// Send a failed job's failed items again.
+///
+/// The job runs again (`failed → running`) with only those items; what succeeded stays.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry-failed",
+    operation_id = "retryFailedItems",
+    tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job")),
+    responses(
+        (status = 202, description = "Running again", body = JobDocument),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`not_finished`, or `nothing_to_retry`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn retry_failed(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(job_id): Path<JobId>,
 ) -> Result<Response, ApiError> {
-    let job_id = id.parse().map_err(|_| ApiError::NotFound)?;
     let mut tx = state.store.pool().begin().await?;
     let outcome = state
         .store
         .retry_failed_in(&mut tx, &tenant.0, job_id)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::NotFound("job"))?;
     let (job, items) = match outcome {
         RetryOutcome::Retried { job, items } => (job, items),
         RetryOutcome::NotFinished(status) => {
@@ -75,6 +94,6 @@ pub async fn retry_failed(
     tx.commit().await?;
     state.sender.committed();
     tracing::info!(job_id = %job.id, items = messages.len(), "failed items sent again");
-    let doc = job_document(&job, &state.base_url(&headers));
+    let doc = JobDocument::new(&job, &state.base_url(&headers));
     Ok((StatusCode::ACCEPTED, Json(doc)).into_response())
 }

@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -21,7 +21,12 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Tenant;
+use crate::contract::{
+    ErrorBody, NewScheduleRequest, PageQuery, ScheduleChangeRequest, ScheduleDocument,
+    ScheduleList, ScheduleRunDocument,
+};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::jobs::validate_request;
 use crate::paging;
 
@@ -32,58 +37,54 @@ fn store(state: &AppState) -> ScheduleStore {
     ScheduleStore::new(state.store.pool().clone())
 }
 
-fn parse_id(id: &str) -> Result<ScheduleId, ApiError> {
-    // A malformed id cannot name any schedule: answer as for any other unknown one.
-    id.parse().map_err(|_| ApiError::NoSuchSchedule)
-}
+const NO_SUCH: ApiError = ApiError::NotFound("schedule");
 
 async fn tenant_schedule(
     state: &AppState,
     tenant: &Tenant,
-    id: &str,
+    id: ScheduleId,
 ) -> Result<Schedule, ApiError> {
-    store(state)
-        .get(&tenant.0, parse_id(id)?)
-        .await?
-        .ok_or(ApiError::NoSuchSchedule)
+    store(state).get(&tenant.0, id).await?.ok_or(NO_SUCH)
 }
 
-/// The schedule as JSON: times in UTC and, beside them, on the schedule's own wall clock.
-fn doc(s: &Schedule) -> Value {
+/// The schedule's document: times in UTC and, beside them, on the schedule's own wall
+/// clock.
+fn doc(s: &Schedule) -> ScheduleDocument {
     let tt = s.timetable().ok();
     let local = |t: Option<DateTime<Utc>>| match (t, &tt) {
-        (Some(t), Some(tt)) => json!(tt.local(t).to_rfc3339()),
-        _ => Value::Null,
+        (Some(t), Some(tt)) => Some(tt.local(t).to_rfc3339()),
+        _ => None,
     };
     let mut job = s.params.clone();
     job["kind"] = json!(s.kind);
-    json!({
-        "id": s.id,
-        "name": s.name,
-        "cron": s.cron,
-        "timezone": s.timezone,
-        "job": job,
-        "enabled": s.enabled,
-        "next_run_at": s.next_run_at,
-        "next_run_at_local": local(s.next_run_at),
-        "last_run_at": s.last_run_at,
-        "last_run_at_local": local(s.last_run_at),
-        "last_job_id": s.last_job_id,
-        "skipped_ticks": s.skipped_ticks,
-        "last_error": s.last_error,
-        "created_at": s.created_at,
-        "updated_at": s.updated_at,
-    })
+    ScheduleDocument {
+        id: s.id.to_string(),
+        name: s.name.clone(),
+        cron: s.cron.clone(),
+        timezone: s.timezone.clone(),
+        job,
+        enabled: s.enabled,
+        next_run_at: s.next_run_at,
+        next_run_at_local: local(s.next_run_at),
+        last_run_at: s.last_run_at,
+        last_run_at_local: local(s.last_run_at),
+        last_job_id: s.last_job_id.map(|j| j.to_string()),
+        skipped_ticks: s.skipped_ticks,
+        last_error: s.last_error.clone(),
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        runs: None,
+    }
 }
 
-fn run_doc(r: &ScheduleRun) -> Value {
-    json!({
-        "tick_at": r.tick_at,
-        "fired_at": r.fired_at,
-        "job_id": r.job_id,
-        "job_status": r.job_status,
-        "skipped": r.skipped,
-    })
+fn run_doc(r: &ScheduleRun) -> ScheduleRunDocument {
+    ScheduleRunDocument {
+        tick_at: r.tick_at,
+        fired_at: r.fired_at,
+        job_id: r.job_id.map(|j| j.to_string()),
+        job_status: r.job_status,
+        skipped: r.skipped,
+    }
 }
 
 /// The body as a JSON object holding only `known` fields (an unknown one is named).
@@ -153,7 +154,25 @@ async fn checked_job(
         })
 }
 
-/// `POST /v1/schedules`
+/// Create a schedule.
+///
+/// Its job request is checked as `POST /v1/jobs` checks one (errors name `job.…`).
+#[utoipa::path(
+    post,
+    path = "/v1/schedules",
+    operation_id = "createSchedule",
+    tag = "schedules",
+    request_body = NewScheduleRequest,
+    responses(
+        (status = 201, body = ScheduleDocument, headers(("Location" = String, description = "The schedule")),
+            links(("getSchedule" = (operation_id = "getSchedule", parameters(("id" = "$response.body#/id")))), ("updateSchedule" = (operation_id = "updateSchedule", parameters(("id" = "$response.body#/id")))), ("pauseSchedule" = (operation_id = "pauseSchedule", parameters(("id" = "$response.body#/id")))), ("resumeSchedule" = (operation_id = "resumeSchedule", parameters(("id" = "$response.body#/id")))), ("deleteSchedule" = (operation_id = "deleteSchedule", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -198,18 +217,35 @@ pub async fn create(
         .into_response())
 }
 
-/// `PATCH /v1/schedules/{id}`: changes any of `name`, `cron`, `timezone`, `job`, `enabled`;
-/// the others stay. Checked as creation checks them; a new cron expression or time zone
-/// moves the next tick to the new timetable's first tick after now (the rule:
-/// `jobs_core::schedule::change`). Applied under the row's lock, so a tick fires with the
-/// whole old schedule or the whole new one.
+/// Change a schedule.
+///
+/// Changes any of `name`, `cron`, `timezone`, `job`, `enabled`; the others stay. Checked
+/// as creation checks them; a new cron expression or time zone moves the next tick to the
+/// new timetable's first tick after now (the rule: `jobs_core::schedule::change`). Applied
+/// under the row's lock, so a tick fires with the whole old schedule or the whole new one.
+#[utoipa::path(
+    patch,
+    path = "/v1/schedules/{id}",
+    operation_id = "updateSchedule",
+    tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule")),
+    request_body = ScheduleChangeRequest,
+    responses(
+        (status = 200, body = ScheduleDocument),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    Path(id): Path<ScheduleId>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let id = parse_id(&id)?;
+) -> Result<Json<ScheduleDocument>, ApiError> {
     let obj = object_with(&body, &["name", "cron", "timezone", "job", "enabled"])?;
     let job = match obj.get("job") {
         Some(job) => Some(checked_job(&state, &tenant, job).await?),
@@ -232,59 +268,113 @@ pub async fn update(
             Ok::<_, ApiError>(current.changed(&change, allow_sub_minute, Utc::now())?)
         })
         .await?
-        .ok_or(ApiError::NoSuchSchedule)?;
+        .ok_or(NO_SUCH)?;
     tracing::info!(schedule_id = %schedule.id, tenant = %schedule.tenant_id, next_run_at = ?schedule.next_run_at, "schedule changed");
     Ok(Json(doc(&schedule)))
 }
 
-/// `GET /v1/schedules/{id}`: the schedule and its recent runs, newest first.
+/// A schedule and its recent runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/schedules/{id}",
+    operation_id = "getSchedule",
+    tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule")),
+    responses(
+        (status = 200, body = ScheduleDocument),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let schedule = tenant_schedule(&state, &tenant, &id).await?;
+    Path(id): Path<ScheduleId>,
+) -> Result<Json<ScheduleDocument>, ApiError> {
+    let schedule = tenant_schedule(&state, &tenant, id).await?;
     let runs = store(&state).runs(schedule.id, RECENT_RUNS).await?;
-    let mut body = doc(&schedule);
-    body["runs"] = runs.iter().map(run_doc).collect();
-    Ok(Json(body))
+    Ok(Json(ScheduleDocument {
+        runs: Some(runs.iter().map(run_doc).collect()),
+        ..doc(&schedule)
+    }))
 }
 
-/// `GET /v1/schedules?limit=&cursor=`: newest first.
+/// The tenant's schedules, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/schedules",
+    operation_id = "listSchedules",
+    tag = "schedules",
+    params(PageQuery),
+    responses(
+        (status = 400, description = "The query string cannot be read: a parameter given twice, or a number out of range", body = ErrorBody),
+        (status = 200, body = ScheduleList),
+        (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    Query(q): Query<paging::PageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let (limit, after) = q.read()?;
+    Query(q): Query<PageQuery>,
+) -> Result<Json<ScheduleList>, ApiError> {
+    let (limit, after) = paging::read(q)?;
     let after = after.map(|(created_at, id)| ScheduleCursor { created_at, id });
     let page = store(&state).list(&tenant.0, after, limit).await?;
-    let schedules: Vec<Value> = page.schedules.iter().map(doc).collect();
-    Ok(Json(
-        json!({ "schedules": schedules, "next_cursor": page.next.as_ref().map(|c| paging::encode_cursor(c.created_at, c.id)) }),
-    ))
+    Ok(Json(ScheduleList {
+        schedules: page.schedules.iter().map(doc).collect(),
+        next_cursor: page
+            .next
+            .as_ref()
+            .map(|c| paging::encode_cursor(c.created_at, c.id)),
+    }))
 }
 
-/// `POST /v1/schedules/{id}/pause`: no tick fires until it is resumed.
+/// Pause a schedule: no tick fires until it is resumed.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{id}/pause",
+    operation_id = "pauseSchedule",
+    tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule")),
+    responses(
+        (status = 200, body = ScheduleDocument),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn pause(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let schedule = store(&state)
-        .pause(&tenant.0, parse_id(&id)?)
-        .await?
-        .ok_or(ApiError::NoSuchSchedule)?;
+    Path(id): Path<ScheduleId>,
+) -> Result<Json<ScheduleDocument>, ApiError> {
+    let schedule = store(&state).pause(&tenant.0, id).await?.ok_or(NO_SUCH)?;
     Ok(Json(doc(&schedule)))
 }
 
-/// `POST /v1/schedules/{id}/resume`: fires again from the first tick after now.
+/// Resume a schedule: it fires again from the first tick after now.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{id}/resume",
+    operation_id = "resumeSchedule",
+    tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule")),
+    responses(
+        (status = 200, body = ScheduleDocument),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn resume(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let current = tenant_schedule(&state, &tenant, &id).await?;
+    Path(id): Path<ScheduleId>,
+) -> Result<Json<ScheduleDocument>, ApiError> {
+    let current = tenant_schedule(&state, &tenant, id).await?;
     let next = current
         .timetable()
         .map_err(|e| ApiError::internal(format!("stored schedule {}: {e:?}", current.id)))?
@@ -292,19 +382,32 @@ pub async fn resume(
     let schedule = store(&state)
         .resume(&tenant.0, current.id, next)
         .await?
-        .ok_or(ApiError::NoSuchSchedule)?;
+        .ok_or(NO_SUCH)?;
     Ok(Json(doc(&schedule)))
 }
 
-/// `DELETE /v1/schedules/{id}`: the schedule and its run records go; its jobs stay.
+/// Delete a schedule: it and its run records go; its jobs stay.
+#[utoipa::path(
+    delete,
+    path = "/v1/schedules/{id}",
+    operation_id = "deleteSchedule",
+    tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    Path(id): Path<ScheduleId>,
 ) -> Result<StatusCode, ApiError> {
-    if store(&state).delete(&tenant.0, parse_id(&id)?).await? {
+    if store(&state).delete(&tenant.0, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NoSuchSchedule)
+        Err(NO_SUCH)
     }
 }

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, BodyDataStream};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -43,38 +43,34 @@ use jobs_core::blob::hex;
 use jobs_core::store::{NewUpload, StoreError, Upload, UploadCursor, UploadUse};
 use jobs_core::uploads::upload_path;
 use jobs_core::uploads::{DeleteError, Deleted, delete_upload};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Tenant;
+use crate::contract::{DirectUpload, ErrorBody, PageQuery, UploadDocument, UploadList};
 use crate::error::ApiError;
+use crate::extract::{Path, UploadId};
 use crate::paging;
 
-fn document(state: &AppState, u: &Upload) -> Value {
+fn document(state: &AppState, u: &Upload) -> UploadDocument {
     let expires_at = state
         .cfg
         .uploads
         .retention()
         .and_then(|r| chrono::Duration::from_std(r).ok())
         .map(|r| u.created_at + r);
-    json!({
-        "upload_id": u.id,
-        "bytes": u.bytes,
-        "sha256": u.sha256,
-        "created_at": u.created_at,
-        "expires_at": expires_at,
-    })
+    UploadDocument {
+        upload_id: u.id,
+        bytes: u.bytes,
+        sha256: u.sha256.clone(),
+        created_at: u.created_at,
+        expires_at,
+    }
 }
 
 fn missing() -> ApiError {
-    ApiError::Missing("no such upload")
-}
-
-/// An id from the path; a malformed one names no upload.
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    id.parse().map_err(|_| missing())
+    ApiError::NotFound("upload")
 }
 
 /// Records a stored file as an upload and answers `201` with its document. A deletion
@@ -125,7 +121,25 @@ async fn refuse(stream: &mut BodyDataStream, err: ApiError) -> ApiError {
     err
 }
 
-/// `POST /v1/uploads`
+/// Upload a file for imports.
+///
+/// The file is the request body (any content type; CSV or NDJSON for an import), streamed
+/// to the blob store; the upload is recorded once the whole file is stored.
+#[utoipa::path(
+    post,
+    path = "/v1/uploads",
+    operation_id = "createUpload",
+    tag = "uploads",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file"),
+    responses(
+        (status = 201, body = UploadDocument, headers(("Location" = String, description = "The upload")),
+            links(("getUpload" = (operation_id = "getUpload", parameters(("id" = "$response.body#/upload_id")))), ("deleteUpload" = (operation_id = "deleteUpload", parameters(("id" = "$response.body#/upload_id")))), ("completeUpload" = (operation_id = "completeUpload", parameters(("id" = "$response.body#/upload_id")))))),
+        (status = 400, description = "The body is empty or was broken off", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, description = "Larger than `api.max_upload_bytes`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -191,7 +205,22 @@ pub async fn create(
     record(&state, &new).await
 }
 
-/// `POST /v1/uploads/direct`
+/// Ask for a signed URL to upload a file straight to Blob Storage.
+///
+/// `PUT` the file to `upload_url` with `headers` before `expires_at`, then `POST
+/// complete_url`. Only where the blob store can sign URLs (Azure); elsewhere `409`.
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/direct",
+    operation_id = "createDirectUpload",
+    tag = "uploads",
+    responses(
+        (status = 201, body = DirectUpload),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "`direct_upload_unavailable`: send the file to POST /v1/uploads", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn direct(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -215,25 +244,43 @@ pub async fn direct(
     let base = state.base_url(&headers);
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "upload_id": id,
-            "upload_url": url,
-            "method": "PUT",
-            "headers": {"x-ms-blob-type": "BlockBlob"},
-            "expires_at": expires_at,
-            "complete_url": format!("{base}/v1/uploads/{id}/complete"),
-        })),
+        Json(DirectUpload {
+            upload_id: id,
+            upload_url: url,
+            method: "PUT".to_owned(),
+            headers: [("x-ms-blob-type".to_owned(), "BlockBlob".to_owned())].into(),
+            expires_at,
+            complete_url: format!("{base}/v1/uploads/{id}/complete"),
+        }),
     )
         .into_response())
 }
 
-/// `POST /v1/uploads/{id}/complete`
+/// Record a direct upload once its file is in place.
+///
+/// Reads the blob once for its size and SHA-256. Completing a completed upload answers
+/// `200` with it.
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{id}/complete",
+    operation_id = "completeUpload",
+    tag = "uploads",
+    params(("id" = Uuid, Path, description = "The upload")),
+    responses(
+        (status = 201, body = UploadDocument),
+        (status = 200, description = "Completed already", body = UploadDocument),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`not_uploaded`, or `upload_changed`", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn complete(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    Path(UploadId(id)): Path<UploadId>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     if let Some(done) = state.store.upload(&tenant.0, id).await? {
         return Ok((StatusCode::OK, Json(document(&state, &done))).into_response());
     }
@@ -289,43 +336,84 @@ pub async fn complete(
     record(&state, &new).await
 }
 
-/// `GET /v1/uploads/{id}`
+/// An upload: its size, SHA-256 and expiry.
+#[utoipa::path(
+    get,
+    path = "/v1/uploads/{id}",
+    operation_id = "getUpload",
+    tag = "uploads",
+    params(("id" = Uuid, Path, description = "The upload")),
+    responses(
+        (status = 200, body = UploadDocument),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Path(UploadId(id)): Path<UploadId>,
+) -> Result<Json<UploadDocument>, ApiError> {
     let upload = state
         .store
-        .upload(&tenant.0, parse_id(&id)?)
+        .upload(&tenant.0, id)
         .await?
         .ok_or_else(missing)?;
     Ok(Json(document(&state, &upload)))
 }
 
-/// `GET /v1/uploads?limit=&cursor=`: newest first.
+/// The tenant's uploads, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/uploads",
+    operation_id = "listUploads",
+    tag = "uploads",
+    params(PageQuery),
+    responses(
+        (status = 400, description = "The query string cannot be read: a parameter given twice, or a number out of range", body = ErrorBody),
+        (status = 200, body = UploadList),
+        (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
-    Query(q): Query<paging::PageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let (limit, after) = q.read()?;
+    Query(q): Query<PageQuery>,
+) -> Result<Json<UploadList>, ApiError> {
+    let (limit, after) = paging::read(q)?;
     let after = after.map(|(created_at, id)| UploadCursor { created_at, id });
     let page = state.store.list_uploads(&tenant.0, after, limit).await?;
-    let uploads: Vec<Value> = page.uploads.iter().map(|u| document(&state, u)).collect();
-    Ok(Json(json!({
-        "uploads": uploads,
-        "next_cursor": page.next.map(|c| paging::encode_cursor(c.created_at, c.id)),
-    })))
+    Ok(Json(UploadList {
+        uploads: page.uploads.iter().map(|u| document(&state, u)).collect(),
+        next_cursor: page.next.map(|c| paging::encode_cursor(c.created_at, c.id)),
+    }))
 }
 
-/// `DELETE /v1/uploads/{id}`
+/// Delete an upload: its file and its record.
+///
+/// Refused while an import that reads it has not finished, or a schedule imports it.
+#[utoipa::path(
+    delete,
+    path = "/v1/uploads/{id}",
+    operation_id = "deleteUpload",
+    tag = "uploads",
+    params(("id" = Uuid, Path, description = "The upload")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`upload_in_use`, naming the job or schedule", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    Path(UploadId(id)): Path<UploadId>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
     match delete_upload(&state.store, &state.blobs, &tenant.0, id).await {
         Ok(Deleted::Deleted(upload)) => {
             tracing::info!(upload_id = %id, tenant = %tenant.0, bytes = upload.bytes, "upload deleted");

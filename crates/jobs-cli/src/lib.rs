@@ -103,6 +103,9 @@ pub enum Command {
     /// Inspect queues and their dead letters.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves with the
+    /// built-in kinds; `docs/openapi.json` holds it).
+    Openapi,
     /// Container probe: exit 0 when healthy. With --url, the HTTP endpoint must answer 2xx
     /// (the API's /health/ready); without, the database must answer (every service).
     Healthcheck {
@@ -230,6 +233,13 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Queue(cmd) => queue::run(cmd, &cfg).await,
+        Command::Openapi => {
+            say!(
+                "{}",
+                jobs_api::openapi::pretty(&jobs_builtins::job_types()).trim_end()
+            )?;
+            Ok(())
+        }
         Command::Healthcheck { ref url } => healthcheck(url.as_deref(), &cfg).await,
     }
 }

@@ -24,6 +24,10 @@ impl JobType for ExportJob {
         crate::FINALIZE
     }
 
+    fn request_schema(&self) -> Value {
+        crate::spec::request_schema()
+    }
+
     async fn validate(
         &self,
         _tenant: &TenantId,

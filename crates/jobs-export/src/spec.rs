@@ -84,6 +84,61 @@ fn scalar(v: &Value, field: &str) -> Result<String, Invalid> {
     }
 }
 
+/// The JSON Schema of an export request (the object under `export`), for the API's OpenAPI
+/// document. [`ExportSpec::parse`] is what decides; this describes it.
+pub fn request_schema() -> Value {
+    let scalar = serde_json::json!({
+        "type": ["string", "number", "boolean"],
+        "description": "Compared as the column's type (strings of at most 1024 characters)."
+    });
+    serde_json::json!({
+        "type": "object",
+        "description": "Rows of a configured dataset, filtered, as one file.",
+        "examples": [
+            {"dataset": "expenses", "format": "csv", "filter": {"status": "approved"}},
+            {"dataset": "expenses", "format": "ndjson", "columns": ["id", "amount"], "filter": {"amount": {"gte": 100, "lt": 500}}}
+        ],
+        "required": ["dataset"],
+        "additionalProperties": false,
+        "properties": {
+            "dataset": {"type": "string", "minLength": 1, "description": "A dataset of the catalog."},
+            "format": {"type": "string", "enum": ["csv", "ndjson"], "default": "csv"},
+            "columns": {
+                "type": ["array", "null"],
+                "minItems": 1,
+                "uniqueItems": true,
+                "items": {"type": "string"},
+                "description": "Columns in file order; all of the dataset's when absent."
+            },
+            "filter": {
+                "type": ["object", "null"],
+                "description": "Conditions on filterable columns, by column name: a value (equals), or one of {\"eq\": v}, {\"in\": [v, ...]}, {\"gte\": a, \"lt\": b}.",
+                "additionalProperties": {
+                    "oneOf": [
+                        scalar,
+                        {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "minProperties": 1,
+                            "properties": {
+                                "eq": scalar,
+                                "in": {"type": "array", "minItems": 1, "maxItems": MAX_IN_VALUES, "items": scalar},
+                                "gte": scalar,
+                                "lt": scalar
+                            }
+                        }
+                    ]
+                }
+            },
+            "chunk_rows": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "Rows per work item, within the deployment's export.min_chunk_rows..export.max_chunk_rows."
+            }
+        }
+    })
+}
+
 impl ExportSpec {
     /// The dataset named by an export request (`export.dataset`), before anything else is
     /// checked: the caller resolves it in the catalog and calls [`ExportSpec::parse`].

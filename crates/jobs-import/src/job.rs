@@ -85,6 +85,10 @@ impl JobType for ImportJob {
         FINALIZE
     }
 
+    fn request_schema(&self) -> Value {
+        crate::spec::request_schema()
+    }
+
     async fn validate(
         &self,
         tenant: &TenantId,

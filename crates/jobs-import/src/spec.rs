@@ -52,6 +52,25 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     }
 }
 
+/// The JSON Schema of an import request (the object under `import`), for the API's OpenAPI
+/// document. [`ImportRequest::parse`] and the checks after it decide; this describes it.
+pub fn request_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "description": "An uploaded file, upserted by key into a configured dataset's table.",
+        "examples": [{"dataset": "expenses", "upload_id": "0193a5c2-7d1e-7b3a-9c4f-2f6e8d1a0b5c", "max_rejected": 100}],
+        "required": ["dataset", "upload_id"],
+        "additionalProperties": false,
+        "properties": {
+            "dataset": {"type": "string", "minLength": 1, "description": "A dataset of the catalog."},
+            "upload_id": {"type": "string", "format": "uuid", "description": "What POST /v1/uploads answered."},
+            "format": {"type": "string", "enum": ["csv", "ndjson"], "default": "csv"},
+            "dry_run": {"type": ["boolean", "null"], "default": false, "description": "Check and count every row; load none."},
+            "max_rejected": {"type": ["integer", "null"], "minimum": 0, "default": 0, "description": "More rejected rows than this fail the job (rows that passed stay loaded)."}
+        }
+    })
+}
+
 impl ImportRequest {
     pub fn parse(v: &Value) -> Result<Self, Invalid> {
         let obj = v

@@ -30,6 +30,10 @@ impl JobType for IngestJob {
         FINALIZE
     }
 
+    fn request_schema(&self) -> Value {
+        crate::spec::request_schema()
+    }
+
     async fn validate(
         &self,
         _tenant: &TenantId,

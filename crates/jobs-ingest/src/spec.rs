@@ -69,6 +69,29 @@ fn time(
     }
 }
 
+/// The JSON Schema of an ingest request (the object under `ingest`), for the API's OpenAPI
+/// document. [`IngestSpec::parse`] decides against the source's configuration (which of
+/// the two ranges it takes); this describes it.
+pub fn request_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "description": "The records of a configured source API, by id range or by modification-time window.",
+        "examples": [
+            {"source": "crm", "from_id": 1, "to_id": 50000},
+            {"source": "crm", "modified_since": "2026-01-01T00:00:00Z", "modified_before": "2026-01-02T00:00:00Z"}
+        ],
+        "required": ["source"],
+        "additionalProperties": false,
+        "properties": {
+            "source": {"type": "string", "description": "A source of the configuration ([sources.NAME])."},
+            "from_id": {"type": ["integer", "null"], "minimum": 1, "description": "An id-partitioned source: the first id (1 when absent)."},
+            "to_id": {"type": ["integer", "null"], "minimum": 1, "description": "An id-partitioned source: the last id (the source's highest at planning time when absent)."},
+            "modified_since": {"type": ["string", "null"], "format": "date-time", "description": "A time-partitioned source: the window's start (required for it)."},
+            "modified_before": {"type": ["string", "null"], "format": "date-time", "description": "A time-partitioned source: the window's end (the submission time when absent)."}
+        }
+    })
+}
+
 impl IngestSpec {
     /// Checks `params` (the object under `ingest`) against `sources`, with `now` the
     /// submission time.

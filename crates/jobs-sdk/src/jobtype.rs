@@ -82,6 +82,14 @@ pub trait JobType: Send + Sync {
         env: &KindEnv,
     ) -> Result<Value, ParamsError>;
 
+    /// The JSON Schema (draft 2020-12, as OpenAPI 3.1 uses it) of the object under the
+    /// kind's name in a request: what `GET /openapi.json` shows clients, generated SDKs and
+    /// fuzzers. [`JobType::validate`] stays the judge of what is accepted; the schema
+    /// describes it. The default says only that it is an object.
+    fn request_schema(&self) -> Value {
+        serde_json::json!({ "type": "object" })
+    }
+
     /// Whether this kind's result may name a rejects report (`rejects_path`: the input rows
     /// it refused, with why), served at `GET /v1/jobs/{id}/rejects`.
     fn reports_rejects(&self) -> bool {

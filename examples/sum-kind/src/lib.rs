@@ -93,6 +93,20 @@ impl JobType for SumJob {
         FINALIZE
     }
 
+    /// Shown in the API's OpenAPI document under the `example.sum` request.
+    fn request_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "required": ["from", "to"],
+            "additionalProperties": false,
+            "properties": {
+                "from": {"type": "integer", "minimum": 0},
+                "to": {"type": "integer", "minimum": 0, "maximum": u32::MAX},
+                "chunk": {"type": "integer", "minimum": 1, "default": 100_000}
+            }
+        })
+    }
+
     async fn validate(
         &self,
         _tenant: &TenantId,
