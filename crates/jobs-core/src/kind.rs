@@ -31,7 +31,8 @@ macro_rules! kind_type {
 
         impl $name {
             /// A kind known at compile time. The literal is not checked here (this is a
-            /// `const fn`); the crate's tests parse every built-in kind.
+            /// `const fn`); registering a kind with the SDK (`JobTypes::register`,
+            /// `Registry::register`) parses it, so a bad literal stops the start-up.
             pub const fn from_static(s: &'static str) -> Self {
                 Self(Cow::Borrowed(s))
             }

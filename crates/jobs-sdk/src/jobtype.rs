@@ -115,9 +115,14 @@ impl fmt::Debug for JobTypes {
 
 impl JobTypes {
     /// # Panics
-    /// When the kind is registered already: a programming error, found at start-up.
+    /// When the kind is registered already, or is not a valid kind string (a literal given
+    /// to `JobKind::from_static`): a programming error, found at start-up.
     pub fn register(&mut self, job_type: Arc<dyn JobType>) -> &mut Self {
         let kind = job_type.kind();
+        assert!(
+            JobKind::parse(kind.as_str()).is_ok(),
+            "job kind `{kind}` is not a valid kind string"
+        );
         assert!(
             self.types.insert(kind.clone(), job_type).is_none(),
             "job kind `{kind}` registered twice"
@@ -138,5 +143,43 @@ impl JobTypes {
         job.params
             .get(job.kind.as_str())
             .ok_or_else(|| PlanError::Fatal(format!("the job has no `{}` parameters", job.kind)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kind whose string a typo broke.
+    struct Misspelt;
+
+    #[async_trait]
+    impl JobType for Misspelt {
+        fn kind(&self) -> JobKind {
+            JobKind::from_static("Acme Report")
+        }
+
+        fn finalize_kind(&self) -> WorkKind {
+            WorkKind::from_static("acme.report.finalize")
+        }
+
+        async fn validate(
+            &self,
+            _: &TenantId,
+            p: &Value,
+            _: &KindEnv,
+        ) -> Result<Value, ParamsError> {
+            Ok(p.clone())
+        }
+
+        async fn plan(&self, _: &Job, _: &KindEnv) -> Result<Vec<PlannedItem>, PlanError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "job kind `Acme Report` is not a valid kind string")]
+    fn a_kind_string_that_does_not_parse_stops_the_start_up() {
+        JobTypes::default().register(Arc::new(Misspelt));
     }
 }

@@ -102,9 +102,14 @@ impl fmt::Debug for Registry {
 
 impl Registry {
     /// # Panics
-    /// When a processor for the same kind is already registered.
+    /// When a processor for the same kind is already registered, or its kind is not a
+    /// valid kind string.
     pub fn register(&mut self, p: Arc<dyn Processor>) -> &mut Self {
         let kind = p.kind();
+        assert!(
+            WorkKind::parse(kind.as_str()).is_ok(),
+            "work item kind `{kind}` is not a valid kind string"
+        );
         assert!(
             self.processors.insert(kind.clone(), p).is_none(),
             "two processors registered for work item kind `{kind}`"
@@ -113,9 +118,14 @@ impl Registry {
     }
 
     /// # Panics
-    /// When a finalizer for the same job kind or finalize kind is already registered.
+    /// When a finalizer for the same job kind or finalize kind is already registered, or a
+    /// kind is not a valid kind string.
     pub fn register_finalizer(&mut self, f: Arc<dyn Finalizer>) -> &mut Self {
         let (kind, job_kind) = (f.finalize_kind(), f.job_kind());
+        assert!(
+            WorkKind::parse(kind.as_str()).is_ok() && JobKind::parse(job_kind.as_str()).is_ok(),
+            "finalizer kinds `{kind}` / `{job_kind}`: not valid kind strings"
+        );
         assert!(
             self.finalizers.insert(kind.clone(), f.clone()).is_none(),
             "two finalizers registered for `{kind}`"

@@ -3,8 +3,7 @@
 use jobs_cli::Roles;
 use serde_json::json;
 
-use crate::api::jobs_cli_worker;
-use crate::support::Stack;
+use jobs_testkit::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_skips_its_remaining_items() {
@@ -30,7 +29,7 @@ async fn a_running_job_skips_its_remaining_items() {
         (202, Some("cancelling")),
         "{job}"
     );
-    let worker = jobs_cli_worker(&stack);
+    let worker = stack.start_worker();
     let job = stack.finished(&id).await;
     assert_eq!(job["status"], "cancelled", "{job}");
     assert_eq!(
@@ -126,7 +125,7 @@ async fn an_item_dead_lettered_behind_the_workers_back_still_finishes_its_job() 
         )
         .await
         .unwrap();
-    let worker = jobs_cli_worker(&stack);
+    let worker = stack.start_worker();
     let job = stack.finished(&id).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["progress"]["failed"], 1, "{job}");

@@ -9,7 +9,7 @@ use jobs_cli::Roles;
 use mock_source::{MockSource, MockSourceOptions};
 use serde_json::{Value, json};
 
-use crate::support::{KEY, Stack};
+use jobs_testkit::{KEY, Stack};
 
 /// Runs `offload --api-url … --api-key … <args>` with its standard output the
 /// write end of a pipe whose read end is already closed, off the async threads.

@@ -5,9 +5,8 @@
 use jobs_cli::Roles;
 use serde_json::{Value, json};
 
-use crate::api::jobs_cli_worker;
-use crate::import::upload;
-use crate::support::{KEY, Stack};
+use jobs_testkit::upload;
+use jobs_testkit::{KEY, Stack};
 
 const THINGS_COPY: &str = "[datasets.things_copy]\ntable = \"public.things_copy\"\nkey = \"id\"\n\
      columns = [\"id\", \"label\", \"note\", \"amount\", \"happened_at\", \"flag\"]\n";
@@ -70,7 +69,7 @@ async fn a_failed_import_answers_with_its_error_not_no_rows_rejected() {
     let tenant = jobs_core::TenantId::parse(&stack.runtime().cfg.auth.dev_tenant).unwrap();
     let blob = jobs_import::upload_path(&tenant, upload_id.parse().unwrap());
     std::fs::remove_file(stack.blob_root.join(blob)).unwrap();
-    let worker = jobs_cli_worker(&stack);
+    let worker = stack.start_worker();
     let job = stack.finished(&id).await;
     worker.cancel();
     assert_eq!(job["status"], "failed", "{job}");

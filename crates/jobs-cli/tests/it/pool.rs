@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use jobs_cli::Roles;
 use serde_json::json;
 
-use crate::support::Stack;
+use jobs_testkit::Stack;
 
 /// The most connections the services of this test's database held at once, sampled every
 /// 10 ms until `done`.

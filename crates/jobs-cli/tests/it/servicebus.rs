@@ -7,7 +7,7 @@ use jobs_cli::Roles;
 use serde_json::json;
 use servicebus_double::ServiceBusDouble;
 
-use crate::support::{Stack, THINGS_COLUMNS};
+use jobs_testkit::{Stack, THINGS_COLUMNS};
 
 /// Azurite's well-known development account (public, documented by Microsoft).
 const AZURITE: &str = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;";

@@ -1,6 +1,9 @@
-//! Integration tests of the ingest kind against real Postgres and Azurite.
+//! Integration tests of the ingest kind against real Postgres, Azurite and mock sources on
+//! loopback: the page store, and ingests through the whole pipeline.
 #![allow(clippy::unwrap_used)]
 
 mod blob_azure;
+mod front;
+mod pipeline;
 mod store;
 mod support;

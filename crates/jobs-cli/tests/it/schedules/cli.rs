@@ -8,8 +8,8 @@ use clap::Parser;
 use jobs_cli::{Cli, Client, Command, Roles};
 use serde_json::{Value, json};
 
-use super::{create, export_job, schedule, utc};
-use crate::support::{KEY, Stack};
+use jobs_testkit::schedules::{create, export_job, schedule, utc};
+use jobs_testkit::{KEY, Stack};
 
 /// Runs `offload schedule <args>` in-process against the stack; returns what it printed.
 async fn offload(stack: &Stack, args: &[&str]) -> anyhow::Result<String> {

@@ -3,14 +3,14 @@
 //! tenants — on local files and on Azure Blob Storage (Azurite). Retention is in
 //! `uploads_retention`.
 
-use jobs_cli::Roles;
 use jobs_core::TenantId;
 use jobs_import::upload_path;
+use jobs_testkit::Roles;
 use serde_json::{Value, json};
 
 use crate::import::{stack, upload, upload_as};
 use crate::import_azure::azure_stack;
-use crate::support::{KEY, Stack};
+use jobs_testkit::{KEY, Stack};
 
 pub const FILE: &[u8] = b"id,label\n1,a\n2,b\n";
 

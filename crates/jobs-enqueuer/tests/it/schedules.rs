@@ -4,15 +4,17 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use jobs_cli::Roles;
 use jobs_enqueuer::schedules::{fire_due, fire_until_stopped};
+use jobs_testkit::Roles;
 use serde_json::{Value, json};
 use servicebus_double::ServiceBusDouble;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{count, create, delete, enqueuer, export_job, make_due, schedule, utc};
-use crate::support::{KEY, Stack, THINGS_COLUMNS};
+use jobs_testkit::schedules::{
+    count, create, delete, enqueuer, export_job, make_due, schedule, utc,
+};
+use jobs_testkit::{KEY, Stack, THINGS_COLUMNS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_schedules_do_not_fire_resumed_ones_do_deleted_ones_are_gone() {

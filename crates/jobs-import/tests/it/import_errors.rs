@@ -5,7 +5,7 @@ use jobs_core::TenantId;
 use serde_json::{Value, json};
 
 use crate::import::{stack, upload, upload_as};
-use crate::support::{KEY, Stack};
+use jobs_testkit::{KEY, Stack};
 
 async fn submit(stack: &Stack, params: Value) -> (u16, Value) {
     stack

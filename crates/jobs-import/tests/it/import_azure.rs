@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::import::{BAD_FILE, stack, upload};
-use crate::support::{KEY, Stack};
+use jobs_testkit::{KEY, Stack};
 
 /// Azurite's well-known development account (public, documented by Microsoft).
 const AZURITE: &str = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;";

@@ -2,19 +2,17 @@
 //! style, transient failures, throttling, secrets, retrying failed partitions, and the
 //! adaptive concurrency limit.
 
-mod front;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use jobs_cli::Roles;
 use jobs_core::sqlx;
+use jobs_testkit::Roles;
 use mock_source::{MockSource, MockSourceOptions};
 use serde_json::{Value, json};
 
-use self::front::Front;
-use crate::support::Stack;
+use crate::front::Front;
+use jobs_testkit::Stack;
 
 fn quick(records: u64) -> MockSourceOptions {
     MockSourceOptions {
@@ -285,7 +283,7 @@ async fn credentials_never_reach_jobs_or_messages() {
         );
     }
 
-    let worker = crate::api::jobs_cli_worker(&stack);
+    let worker = stack.start_worker();
     let job = succeeded(&stack, &id, 1000).await;
     assert_exactly(
         &ingested(&stack, "private", &id),

@@ -1,11 +1,11 @@
 //! The API's contract: idempotency, tenant isolation, every 4xx path, signed links, SSE.
 
 use futures::StreamExt;
-use jobs_cli::Roles;
 use jobs_core::TenantId;
+use jobs_testkit::Roles;
 use serde_json::{Value, json};
 
-use crate::support::{KEY, Stack};
+use jobs_testkit::{KEY, Stack};
 
 fn export(extra: Value) -> Value {
     let mut e = json!({"dataset": "things"});
@@ -281,7 +281,7 @@ async fn progress_streams_as_server_sent_events() {
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut stream = resp.bytes_stream();
     // Start the worker only now, so every change happens while we listen.
-    let worker = jobs_cli_worker(&stack);
+    let worker = stack.start_worker();
     let mut text = String::new();
     while let Some(chunk) = tokio::time::timeout(std::time::Duration::from_secs(60), stream.next())
         .await
@@ -304,22 +304,6 @@ async fn progress_streams_as_server_sent_events() {
     );
     worker.cancel();
     stack.stop().await;
-}
-
-/// Starts a worker on the stack's runtime; cancel the token to stop it.
-pub fn jobs_cli_worker(stack: &Stack) -> tokio_util::sync::CancellationToken {
-    let rt = stack.runtime();
-    let ctx = std::sync::Arc::new(jobs_worker::WorkerContext {
-        env: rt.kind_env(),
-        store: rt.store.clone(),
-        transport: rt.transport.clone(),
-        queues: rt.queues.clone(),
-        registry: jobs_builtins::registry(),
-        settings: jobs_worker::WorkerSettings::from_config(&rt.cfg),
-    });
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(jobs_worker::run_until_stopped(ctx, stop.clone()));
-    stop
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,12 @@
 //! Creating, listing and refusing schedules; tenants kept apart.
 
 use chrono::{DateTime, Utc};
-use jobs_cli::Roles;
 use jobs_core::TenantId;
+use jobs_testkit::Roles;
 use serde_json::{Value, json};
 
-use super::{count, create, export_job, schedule, utc};
-use crate::support::{KEY, Stack};
+use jobs_testkit::schedules::{count, create, export_job, schedule, utc};
+use jobs_testkit::{KEY, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_is_created_with_its_next_run_in_utc_and_local_time() {

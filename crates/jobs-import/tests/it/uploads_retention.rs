@@ -6,17 +6,17 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use jobs_cli::Roles;
 use jobs_core::TenantId;
 use jobs_core::store::UploadUse;
 use jobs_core::uploads::{Deleted, Swept, delete_upload, sweep};
 use jobs_enqueuer::{EnqueuerContext, Outcome, try_plan_next};
+use jobs_testkit::Roles;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::import::upload;
-use crate::support::Stack;
 use crate::uploads::{FILE, THINGS_COPY, api_only, blob_exists, submit_import};
+use jobs_testkit::Stack;
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 

@@ -1,11 +1,11 @@
 //! Exports through the whole pipeline, compared byte for byte with what Postgres's own
 //! COPY prints for the same query.
 
-use jobs_cli::Roles;
+use jobs_testkit::Roles;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{Stack, THINGS_COLUMNS};
+use jobs_testkit::{Stack, THINGS_COLUMNS, assert_export_equals_copy};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -56,13 +56,13 @@ async fn a_plan_from_a_page_sample_still_covers_every_row_once() {
         (6..=16).contains(&parts),
         "3000 rows in parts of ~300 made {parts} parts"
     );
-    let expected = stack
-        .copy_out(
-            &format!("SELECT {THINGS_COLUMNS} FROM public.things ORDER BY id"),
-            "FORMAT csv, HEADER",
-        )
-        .await;
-    assert!(stack.download(&id).await == expected);
+    assert_export_equals_copy(
+        &stack,
+        &id,
+        &format!("SELECT {THINGS_COLUMNS} FROM public.things ORDER BY id"),
+        "FORMAT csv, HEADER",
+    )
+    .await;
     // The sampled boundaries keep parts near the requested size.
     let items = stack
         .runtime()
@@ -96,16 +96,19 @@ async fn filters_and_column_choice_match_the_same_sql() {
         .await;
     let job = stack.finished(&id).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    let expected = stack
-        .copy_out(
-            "SELECT note, id, amount FROM public.things
-             WHERE label IN ('alpha', 'δέλτα') AND amount >= 0 AND amount < 2000.5 AND flag
-             ORDER BY id",
-            "FORMAT csv, HEADER",
-        )
-        .await;
-    assert!(expected.len() > 100, "the filter should select something");
-    assert!(stack.download(&id).await == expected);
+    assert!(
+        job["result"]["rows"].as_u64().unwrap() > 10,
+        "the filter should select something: {job}"
+    );
+    assert_export_equals_copy(
+        &stack,
+        &id,
+        "SELECT note, id, amount FROM public.things
+         WHERE label IN ('alpha', 'δέλτα') AND amount >= 0 AND amount < 2000.5 AND flag
+         ORDER BY id",
+        "FORMAT csv, HEADER",
+    )
+    .await;
     stack.stop().await;
 }
 

@@ -3,13 +3,13 @@
 //! redelivery, rejects with line numbers, dry runs and `max_rejected`. The 4xx paths are in
 //! `import_errors`.
 
-use jobs_cli::Roles;
 use jobs_import::csv::Records;
 use jobs_import::load::{ItemOutput, LoadItem, load_range};
 use jobs_import::{ByteRange, ImportSpec, target, upload_path};
+use jobs_testkit::Roles;
 use serde_json::{Value, json};
 
-use crate::support::{KEY, Stack, THINGS_COLUMNS};
+use jobs_testkit::{KEY, Stack, THINGS_COLUMNS};
 
 /// The test stack plus `things_copy`, an empty table like `things`, as a dataset; ranges of
 /// `chunk_bytes`.
@@ -27,27 +27,7 @@ pub async fn stack(chunk_bytes: u64, extra: &str) -> Stack {
     stack
 }
 
-/// Uploads `bytes` as `key`'s tenant; returns the answer.
-pub async fn upload_as(stack: &Stack, key: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let resp = stack
-        .http
-        .post(format!("{}/v1/uploads", stack.api))
-        .bearer_auth(key)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
-}
-
-pub async fn upload(stack: &Stack, bytes: Vec<u8>) -> String {
-    let (status, body) = upload_as(stack, KEY, bytes).await;
-    assert_eq!(status, 201, "{body}");
-    body["upload_id"].as_str().unwrap().to_owned()
-}
+pub use jobs_testkit::{upload, upload_as};
 
 /// Submits an import and waits for it to finish; returns the job.
 async fn import(stack: &Stack, params: Value) -> Value {

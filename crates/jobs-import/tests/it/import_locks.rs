@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use serde_json::json;
 
 use crate::import::upload;
-use crate::support::Stack;
+use jobs_testkit::Stack;
 
 const ROWS: usize = 24_000;
 
@@ -64,7 +64,7 @@ fn line(i: usize) -> (String, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_of_mostly_bad_rows_holds_a_bounded_number_of_locks() {
     let stack = Stack::start(
-        jobs_cli::Roles::ALL,
+        jobs_testkit::Roles::ALL,
         "[import]\nchunk_bytes = 8388608\n\
          [datasets.weather]\ntable = \"public.weather\"\nkey = \"id\"\n\
          columns = [\"id\", \"origin\", \"year\", \"month\", \"day\", \"hour\", \"temp\", \"dewp\", \"humid\", \"pressure\", \"note\"]\n",
@@ -166,7 +166,7 @@ async fn an_import_of_mostly_bad_rows_holds_a_bounded_number_of_locks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_a_domain_refuses_are_rejected_not_fatal() {
     let stack = Stack::start(
-        jobs_cli::Roles::ALL,
+        jobs_testkit::Roles::ALL,
         "[datasets.stock]\ntable = \"public.stock\"\nkey = \"id\"\n\
          columns = [\"id\", \"qty\", \"code\"]\n",
     )

@@ -1,12 +1,13 @@
 //! A running stack for one test, and a dataset made to break CSV writers.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use jobs_cli::{Roles, Services};
-use jobs_core::testing::TestDb;
+use jobs_core::testing::{TestDb, eventually};
 use jobs_queue::runtime::Runtime;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 pub const KEY: &str = "test-key";
 
@@ -42,6 +43,8 @@ filterable = ["label", "amount", "happened_at", "flag"]
     )
 }
 
+/// The services a test asked for, on a database of its own.
+#[derive(Debug)]
 pub struct Stack {
     pub db: TestDb,
     pub services: Option<Services>,
@@ -112,18 +115,32 @@ impl Stack {
         job["id"].as_str().unwrap().to_owned()
     }
 
-    /// Polls the job until `pred` holds (or 60 s pass).
+    /// Reads the job until `pred` holds (or 60 s pass).
     pub async fn wait_for(&self, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+        let path = format!("/v1/jobs/{id}");
+        eventually(&format!("job {id}"), Duration::from_secs(60), || async {
+            let (status, job) = self.get(&path).await;
             assert_eq!(status, 200, "{job}");
-            if pred(&job) {
-                return job;
-            }
-            assert!(Instant::now() < deadline, "timed out; last state {job}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            pred(&job).then_some(job)
+        })
+        .await
+    }
+
+    /// A worker of its own (the built-in kinds) on this stack's runtime, beside whatever
+    /// roles the stack runs; it stops when the token is cancelled.
+    pub fn start_worker(&self) -> CancellationToken {
+        let rt = self.runtime();
+        let ctx = std::sync::Arc::new(jobs_worker::WorkerContext {
+            env: rt.kind_env(),
+            store: rt.store.clone(),
+            transport: rt.transport.clone(),
+            queues: rt.queues.clone(),
+            registry: jobs_builtins::registry(),
+            settings: jobs_worker::WorkerSettings::from_config(&rt.cfg),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(jobs_worker::run_until_stopped(ctx, stop.clone()));
+        stop
     }
 
     pub async fn finished(&self, id: &str) -> Value {
@@ -169,6 +186,64 @@ impl Stack {
         }
         let _ = std::fs::remove_dir_all(&self.blob_root);
     }
+}
+
+/// Uploads `bytes` as `key`'s tenant; returns the answer.
+pub async fn upload_as(stack: &Stack, key: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let resp = stack
+        .http
+        .post(format!("{}/v1/uploads", stack.api))
+        .bearer_auth(key)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Uploads `bytes` as the test tenant; returns the upload's id.
+pub async fn upload(stack: &Stack, bytes: Vec<u8>) -> String {
+    let (status, body) = upload_as(stack, KEY, bytes).await;
+    assert_eq!(status, 201, "{body}");
+    body["upload_id"].as_str().unwrap().to_owned()
+}
+
+/// The finished export `job_id`'s file is exactly what `COPY (query) TO STDOUT WITH
+/// (options)` prints: same bytes, same order. On a difference, names the first line that
+/// differs.
+pub async fn assert_export_equals_copy(stack: &Stack, job_id: &str, query: &str, options: &str) {
+    let ours = stack.download(job_id).await;
+    let theirs = stack.copy_out(query, options).await;
+    if ours == theirs {
+        return;
+    }
+    let (a, b) = (
+        String::from_utf8_lossy(&ours),
+        String::from_utf8_lossy(&theirs),
+    );
+    let line = a
+        .split_inclusive('\n')
+        .zip(b.split_inclusive('\n'))
+        .position(|(x, y)| x != y)
+        .map_or_else(
+            || "one file is a prefix of the other".to_owned(),
+            |i| {
+                format!(
+                    "line {}: export {:?}, COPY {:?}",
+                    i + 1,
+                    a.split_inclusive('\n').nth(i).unwrap_or_default(),
+                    b.split_inclusive('\n').nth(i).unwrap_or_default()
+                )
+            },
+        );
+    panic!(
+        "export {job_id} ({} bytes) differs from COPY ({} bytes): {line}",
+        ours.len(),
+        theirs.len()
+    );
 }
 
 /// `public.things`: sparse, skewed keys, and values with quotes, commas, newlines, carriage

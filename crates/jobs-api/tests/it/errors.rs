@@ -3,10 +3,10 @@
 //! parse, an unknown route), and a database with no connection to spare is `503` with
 //! `Retry-After`, not `500`.
 
-use jobs_cli::Roles;
+use jobs_testkit::Roles;
 use serde_json::Value;
 
-use crate::support::{KEY, Stack};
+use jobs_testkit::{KEY, Stack};
 
 /// The answer's status, headers and body, which must be the JSON error format.
 async fn json_error(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {

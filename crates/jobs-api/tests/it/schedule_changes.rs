@@ -4,15 +4,15 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use jobs_cli::Roles;
 use jobs_core::TenantId;
 use jobs_core::schedule::Timetable;
 use jobs_enqueuer::schedules::fire_due;
+use jobs_testkit::Roles;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{count, create, enqueuer, make_due, patch, schedule, utc};
-use crate::support::{KEY, Stack};
+use jobs_testkit::schedules::{count, create, enqueuer, make_due, patch, schedule, utc};
+use jobs_testkit::{KEY, Stack};
 
 async fn patched(stack: &Stack, id: &str, body: Value) -> Value {
     let (status, doc) = patch(stack, id, &body, KEY).await;
