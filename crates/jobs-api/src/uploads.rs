@@ -420,18 +420,22 @@ pub async fn delete(
             Ok(StatusCode::NO_CONTENT)
         }
         Ok(Deleted::Missing) => Err(missing()),
-        Ok(Deleted::InUse(UploadUse::Import { job_id, status })) => Err(ApiError::Conflict {
+        Ok(Deleted::InUse(UploadUse::Job {
+            job_id,
+            kind,
+            status,
+        })) => Err(ApiError::Conflict {
             code: "upload_in_use",
             message: format!(
-                "import job {job_id} ({status}) reads this upload; delete it once the job has \
+                "{kind} job {job_id} ({status}) reads this upload; delete it once the job has \
                  finished, or cancel the job first"
             ),
         }),
-        Ok(Deleted::InUse(UploadUse::Schedule { schedule_id })) => Err(ApiError::Conflict {
+        Ok(Deleted::InUse(UploadUse::Schedule { schedule_id, kind })) => Err(ApiError::Conflict {
             code: "upload_in_use",
             message: format!(
-                "schedule {schedule_id} imports this upload at every tick; delete the \
-                 schedule first"
+                "schedule {schedule_id} submits a {kind} job that reads this upload at \
+                     every tick; delete the schedule first"
             ),
         }),
         // Marked and hidden already: the enqueuers' sweep deletes the blob and the record

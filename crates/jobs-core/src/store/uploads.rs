@@ -59,11 +59,15 @@ pub struct UploadPage {
 /// What still needs an upload, so that it cannot be deleted yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadUse {
-    /// An import job that has not finished (queued, planning, running, finalizing or
-    /// cancelling) reads it.
-    Import { job_id: Uuid, status: String },
-    /// A schedule's job imports it at every tick.
-    Schedule { schedule_id: Uuid },
+    /// A job that has not finished (queued, planning, running, finalizing or cancelling)
+    /// reads it: its parameters name it (`upload_id` under its kind).
+    Job {
+        job_id: Uuid,
+        kind: String,
+        status: String,
+    },
+    /// A schedule's job names it at every tick.
+    Schedule { schedule_id: Uuid, kind: String },
 }
 
 /// What [`JobStore::mark_upload_deleted`] did.
@@ -83,12 +87,12 @@ const UPLOAD_COLUMNS: &str = "id, tenant_id, path, bytes, sha256, etag, created_
 /// The first thing that still needs upload `$1` of tenant `$2`, if any: an unfinished
 /// import (by the partial index `jobs_unfinished_import_upload`), else a schedule.
 const UPLOAD_USE: &str = "
-    SELECT 'import' AS what, id, status FROM offload.jobs
-     WHERE kind = 'import' AND status NOT IN ('succeeded', 'failed', 'cancelled')
-       AND params -> 'import' ->> 'upload_id' = $1::text AND tenant_id = $2
+    SELECT 'job' AS what, id, kind, status FROM offload.jobs
+     WHERE params -> kind ? 'upload_id' AND status NOT IN ('succeeded', 'failed', 'cancelled')
+       AND params -> kind ->> 'upload_id' = $1::text AND tenant_id = $2
     UNION ALL
-    SELECT 'schedule', id, NULL FROM offload.schedules
-     WHERE kind = 'import' AND params -> 'import' ->> 'upload_id' = $1::text AND tenant_id = $2
+    SELECT 'schedule', id, kind, NULL FROM offload.schedules
+     WHERE params -> kind ->> 'upload_id' = $1::text AND tenant_id = $2
     LIMIT 1";
 
 /// The condition, on upload `u`, that no unfinished import reads it and no schedule names
@@ -96,14 +100,13 @@ const UPLOAD_USE: &str = "
 const UNNEEDED: &str = "
     NOT EXISTS (
         SELECT 1 FROM offload.jobs j
-         WHERE j.kind = 'import'
+         WHERE j.params -> j.kind ? 'upload_id'
            AND j.status NOT IN ('succeeded', 'failed', 'cancelled')
-           AND j.params -> 'import' ->> 'upload_id' = u.id::text
+           AND j.params -> j.kind ->> 'upload_id' = u.id::text
            AND j.tenant_id = u.tenant_id)
     AND NOT EXISTS (
         SELECT 1 FROM offload.schedules s
-         WHERE s.kind = 'import'
-           AND s.params -> 'import' ->> 'upload_id' = u.id::text
+         WHERE s.params -> s.kind ->> 'upload_id' = u.id::text
            AND s.tenant_id = u.tenant_id)";
 
 /// One batch of [`JobStore::mark_expired_uploads`].
@@ -380,13 +383,22 @@ async fn upload_use(
     tenant: &TenantId,
     id: Uuid,
 ) -> Result<Option<UploadUse>, StoreError> {
-    let row: Option<(String, Uuid, Option<String>)> = sqlx::query_as(UPLOAD_USE)
+    let row: Option<(String, Uuid, String, Option<String>)> = sqlx::query_as(UPLOAD_USE)
         .bind(id)
         .bind(tenant.as_str())
         .fetch_optional(conn)
         .await?;
-    Ok(row.map(|(what, id, status)| match (what.as_str(), status) {
-        ("import", Some(status)) => UploadUse::Import { job_id: id, status },
-        _ => UploadUse::Schedule { schedule_id: id },
-    }))
+    Ok(
+        row.map(|(what, id, kind, status)| match (what.as_str(), status) {
+            ("job", Some(status)) => UploadUse::Job {
+                job_id: id,
+                kind,
+                status,
+            },
+            _ => UploadUse::Schedule {
+                schedule_id: id,
+                kind,
+            },
+        }),
+    )
 }

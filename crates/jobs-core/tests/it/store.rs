@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use jobs_core::store::{
-    CreateOutcome, ItemOutcome, ItemStatus, JobFilter, JobStore, NewJob, PlanOutcome, PlannedItem,
-    RetryOutcome, StoreError,
+    CreateOutcome, ItemOutcome, ItemStatus, JobFilter, JobStore, MarkOutcome, NewJob, NewUpload,
+    PlanOutcome, PlannedItem, RetryOutcome, StoreError, UploadUse,
 };
 use jobs_core::{JobId, JobKind, JobStatus, TenantId, WorkKind};
 use serde_json::json;
@@ -538,5 +538,139 @@ async fn a_retried_item_is_not_failed_by_an_earlier_rounds_dead_letter() {
     assert_eq!(
         retry(acme).await,
         Some(RetryOutcome::NotFinished(JobStatus::Finalizing))
+    );
+}
+
+/// Any kind whose stored parameters name `upload_id` under its own key keeps that upload
+/// while its job is unfinished — the rule is the SDK's, not the import's.
+#[tokio::test]
+async fn an_upload_any_kinds_unfinished_job_names_is_kept() {
+    let db = TestDb::new().await;
+    let store = JobStore::new(db.pool.clone());
+    let acme = tenant("acme");
+    store.ensure_tenant(&acme, None).await.unwrap();
+    let upload = uuid::Uuid::now_v7();
+    store
+        .create_upload(&NewUpload {
+            id: upload,
+            tenant: &acme,
+            path: "uploads/acme/photo",
+            bytes: 3,
+            sha256: "00",
+            etag: None,
+        })
+        .await
+        .unwrap();
+    // Named under another key than the job's kind: not a reader.
+    let bystander = store
+        .create(&NewJob {
+            id: JobId::new(),
+            tenant_id: acme.clone(),
+            kind: JobKind::from_static("acme.report"),
+            params: json!({"acme.report": {}, "notes": {"upload_id": upload.to_string()}}),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(bystander.job().status, JobStatus::Queued);
+    let reader = store
+        .create(&NewJob {
+            id: JobId::new(),
+            tenant_id: acme.clone(),
+            kind: JobKind::from_static("acme.thumbnails"),
+            params: json!({"acme.thumbnails": {"upload_id": upload.to_string()}}),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let id = reader.job().id;
+    assert_eq!(
+        store.mark_upload_deleted(&acme, upload).await.unwrap(),
+        MarkOutcome::InUse(UploadUse::Job {
+            job_id: id.as_uuid(),
+            kind: "acme.thumbnails".into(),
+            status: "queued".into(),
+        })
+    );
+    // Once the reader has finished, the upload can go.
+    store
+        .transition(id, JobStatus::Cancelled)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        store.mark_upload_deleted(&acme, upload).await.unwrap(),
+        MarkOutcome::Marked(_)
+    ));
+}
+
+/// A job of any kind that names an upload share-locks the upload's row as it is created, so
+/// a deletion that looks while the job's transaction is open waits for it and then sees it
+/// (migration 13's trigger; before, only imports took the lock and this deletion went ahead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_waits_for_any_kinds_job_being_created_with_the_upload() {
+    let db = TestDb::new().await;
+    let store = JobStore::new(db.pool.clone());
+    let acme = tenant("acme");
+    store.ensure_tenant(&acme, None).await.unwrap();
+    let upload = uuid::Uuid::now_v7();
+    store
+        .create_upload(&NewUpload {
+            id: upload,
+            tenant: &acme,
+            path: "uploads/acme/photo",
+            bytes: 3,
+            sha256: "00",
+            etag: None,
+        })
+        .await
+        .unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let job = JobId::new();
+    store
+        .create_in(
+            &mut tx,
+            &NewJob {
+                id: job,
+                tenant_id: acme.clone(),
+                kind: JobKind::from_static("acme.thumbnails"),
+                params: json!({"acme.thumbnails": {"upload_id": upload.to_string()}}),
+                idempotency_key: None,
+            },
+        )
+        .await
+        .unwrap();
+    let deletion = {
+        let (store, acme) = (store.clone(), acme.clone());
+        tokio::spawn(async move { store.mark_upload_deleted(&acme, upload).await })
+    };
+    jobs_core::testing::eventually(
+        "the deletion waiting on the upload's row",
+        std::time::Duration::from_secs(30),
+        || async {
+            assert!(
+                !deletion.is_finished(),
+                "the deletion did not wait for the job being created"
+            );
+            let waiting: i64 = jobs_core::sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%FOR UPDATE%'",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    tx.commit().await.unwrap();
+    assert_eq!(
+        deletion.await.unwrap().unwrap(),
+        MarkOutcome::InUse(UploadUse::Job {
+            job_id: job.as_uuid(),
+            kind: "acme.thumbnails".into(),
+            status: "queued".into(),
+        })
     );
 }

@@ -217,8 +217,9 @@ async fn an_import_created_while_a_deletion_looks_is_seen_by_it() {
     let outcome = deletion.await.unwrap().unwrap();
     assert_eq!(
         outcome,
-        Deleted::InUse(UploadUse::Import {
+        Deleted::InUse(UploadUse::Job {
             job_id,
+            kind: "import".into(),
             status: "queued".into()
         })
     );
