@@ -1,6 +1,8 @@
 //! Which addresses outbound requests (webhooks) may reach. By default only public ones:
 //! a tenant-supplied URL must not make Offload call into its own network (loopback, private
-//! ranges, link-local — where cloud metadata endpoints live — and the like).
+//! ranges, link-local — where cloud metadata endpoints live — and the like), nor reach one
+//! through an address that embeds or translates to an IPv4 one (NAT64, 6to4, Teredo,
+//! IPv4-compatible), nor Azure's platform endpoint `168.63.129.16`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -34,8 +36,12 @@ pub fn retry_after(
     )
 }
 
+/// Azure's virtual public IP for platform services (DHCP, DNS, health probes, the
+/// wireserver): reachable from every Azure VM and container, never a webhook receiver.
+const AZURE_PLATFORM: Ipv4Addr = Ipv4Addr::new(168, 63, 129, 16);
+
 fn v4_public(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     !(ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -45,7 +51,10 @@ fn v4_public(ip: Ipv4Addr) -> bool {
         || ip.is_documentation()
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 198 && (b & 0xfe) == 18) // benchmarking, 198.18.0.0/15
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated)
+        || ip == AZURE_PLATFORM
         || a >= 240) // reserved
 }
 
@@ -53,13 +62,21 @@ fn v6_public(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return v4_public(v4);
     }
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local
         || (first & 0xffc0) == 0xfe80 // link-local
-        || first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || s[..6] == [0; 6] // IPv4-compatible ::/96 (deprecated)
+        || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]) // NAT64 well-known prefix 64:ff9b::/96
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
+        || first == 0x2002 // 6to4
+        || (first == 0x2001 && s[1] == 0) // Teredo 2001::/32
+        || (s[..4] == [0x100, 0, 0, 0]) // discard-only 100::/64
+        || first == 0x2001 && s[1] == 0x0db8) // documentation
 }
 
 /// Whether `ip` is an address on the public internet.
@@ -116,6 +133,21 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            // Found missing in review (issue 12): each reaches an internal or translated
+            // address.
+            "64:ff9b::a9fe:a9fe",  // NAT64 of 169.254.169.254
+            "64:ff9b::808:808",    // NAT64 of a public address: still refused
+            "64:ff9b:1::a00:1",    // local-use NAT64
+            "::a9fe:a9fe",         // IPv4-compatible 169.254.169.254
+            "::7f00:1",            // IPv4-compatible 127.0.0.1
+            "2002:a9fe:a9fe::1",   // 6to4 of 169.254.169.254
+            "2001:0:4136:e378::1", // Teredo
+            "fec0::1",             // site-local
+            "100::1",              // discard-only
+            "198.18.0.1",
+            "198.19.255.254",
+            "168.63.129.16", // Azure platform endpoint
+            "192.88.99.1",
         ] {
             assert!(!is_public(s.parse().unwrap()), "{s}");
         }
@@ -124,6 +156,9 @@ mod tests {
             "1.1.1.1",
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
+            "198.20.0.1",
+            "168.63.129.17",
+            "2001:4860:4860::8888",
         ] {
             assert!(is_public(s.parse().unwrap()), "{s}");
         }

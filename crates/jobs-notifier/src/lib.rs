@@ -58,6 +58,8 @@ impl NotifierContext {
         reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // HTTP(S)_PROXY would carry the request past the address check below.
+            .no_proxy()
             .user_agent(USER_AGENT)
             .build()
             .unwrap_or_default()
@@ -217,6 +219,9 @@ async fn checked_client(
     reqwest::Client::builder()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy from HTTP(S)_PROXY would connect to the host itself, past the addresses
+        // checked and pinned here.
+        .no_proxy()
         .user_agent(USER_AGENT)
         .resolve_to_addrs(&host, &addrs)
         .build()

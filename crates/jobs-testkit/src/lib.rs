@@ -27,5 +27,6 @@ pub mod webhook;
 pub use jobs_cli::Roles;
 pub use jobs_core::testing::{AZURITE, TestDb, azurite, eventually};
 pub use stack::{
-    KEY, Stack, THINGS_COLUMNS, assert_export_equals_copy, tricky_table, upload, upload_as,
+    KEY, Stack, THINGS_COLUMNS, assert_export_equals_copy, toml as stack_toml, tricky_table,
+    upload, upload_as,
 };

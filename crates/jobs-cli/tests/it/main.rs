@@ -8,5 +8,6 @@ mod cancel;
 mod cli_output;
 mod failed_results;
 mod pool;
+mod proxy;
 mod schedules;
 mod servicebus;
