@@ -14,38 +14,51 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ST_VERSION=4.32.5
+VALIDATOR_VERSION=0.9.0
 venv=tools/schemathesis/.venv
-if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
-  echo "api-contract: installing schemathesis $ST_VERSION from PyPI" >&2
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION" \
+  || ! "$venv/bin/pip" show openapi-spec-validator 2>/dev/null | grep -q "Version: $VALIDATOR_VERSION"; then
+  echo "api-contract: installing schemathesis $ST_VERSION and openapi-spec-validator $VALIDATOR_VERSION from PyPI" >&2
   rm -rf "$venv"
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     echo "api-contract: installing python3-venv from Debian's packages" >&2
+    apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
     rm -rf "$venv"
     python3 -m venv "$venv"
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "schemathesis==$ST_VERSION" "openapi-spec-validator==$VALIDATOR_VERSION"
 fi
 
 cargo build --locked --quiet -p jobs-cli --bin offload
-offload=target/debug/offload
+offload=${CARGO_TARGET_DIR:-target}/debug/offload
 
-host=${PGHOST:-127.0.0.1}
-db=offload_api_contract
+# The server the tests use (OFFLOAD__DATABASE__URL, as for cargo test), with a database
+# of this run's own.
+server=${OFFLOAD__DATABASE__URL:-postgres://postgres@127.0.0.1:5432/offload}
+db="offload_api_contract_$$"
+with_db() { # URL with its database name replaced by $1
+  python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$server" "$1"
+}
+admin=$(with_db postgres)
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 key="contract-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 pid=""
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; fi
-  psql -q -h "$host" -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  psql -q "$admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-psql -q -h "$host" -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-psql -q -h "$host" -U postgres -d postgres -c "CREATE DATABASE $db" >/dev/null
-psql -q -h "$host" -U postgres -d "$db" -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+get() { # GET $1; the body on stdout; fails unless 2xx
+  python3 -c 'import sys, urllib.request as r; sys.stdout.buffer.write(r.urlopen(sys.argv[1], timeout=5).read())' "$1"
+}
+
+psql -q "$admin" -c "CREATE DATABASE $db" >/dev/null
+psql -q "$(with_db "$db")" -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 CREATE SCHEMA contract;
 CREATE TABLE contract.expenses (
   id bigint PRIMARY KEY,
@@ -68,7 +81,7 @@ columns = ["id", "employee", "amount", "status", "approved_at"]
 filterable = ["status", "approved_at", "amount"]
 TOML
 
-export OFFLOAD__DATABASE__URL="postgres://postgres@$host:${PGPORT:-5432}/$db"
+export OFFLOAD__DATABASE__URL="$(with_db "$db")"
 export OFFLOAD__API__LISTEN="127.0.0.1:$port"
 export OFFLOAD__AUTH__DEV_API_KEY="$key"
 export OFFLOAD__BLOB__BACKEND=local
@@ -77,14 +90,22 @@ export OFFLOAD__TELEMETRY__LOG_FILTER=warn
 "$offload" --config "$work/offload.toml" migrate >/dev/null
 "$offload" --config "$work/offload.toml" up >"$work/offload.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && break
+ready=""
+for _ in $(seq 1 300); do
+  if get "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; then ready=1; break; fi
   kill -0 "$pid" 2>/dev/null || { cat "$work/offload.log" >&2; exit 1; }
   sleep 0.2
 done
+if [ -z "$ready" ]; then
+  echo "api-contract: offload up did not become ready within 60 s" >&2
+  cat "$work/offload.log" >&2
+  exit 1
+fi
 
-# The served document must be the committed one (the built-in kinds).
-curl -fsS "http://127.0.0.1:$port/openapi.json" | python3 -c '
+# The committed document is valid OpenAPI 3.1, and the served one is the same (the
+# built-in kinds).
+"$venv/bin/openapi-spec-validator" docs/openapi.json
+get "http://127.0.0.1:$port/openapi.json" | python3 -c '
 import json, sys
 served = json.load(sys.stdin)
 committed = json.load(open("docs/openapi.json"))

@@ -207,11 +207,16 @@ pub struct NewScheduleRequest {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Describes the body; the checks in `schedules::update` read it.
 pub struct ScheduleChangeRequest {
-    #[schema(min_length = 1, max_length = 200)]
+    // Optional, not nullable: `null` is refused rather than read as "leave it".
+    #[schema(min_length = 1, max_length = 200, nullable = false)]
     pub name: Option<String>,
+    #[schema(nullable = false)]
     pub cron: Option<String>,
+    #[schema(nullable = false)]
     pub timezone: Option<String>,
+    #[schema(nullable = false)]
     pub job: Option<JobRequest>,
+    #[schema(nullable = false)]
     pub enabled: Option<bool>,
 }
 

@@ -59,17 +59,51 @@ pub(crate) fn finish(mut doc: Value, job_types: &JobTypes) -> Value {
     doc["components"] = components;
     if let Some(paths) = doc["paths"].as_object_mut() {
         for (path, item) in paths.iter_mut() {
-            if !path.starts_with("/v1/") || path.starts_with("/v1/downloads/") {
+            let secured = path.starts_with("/v1/") && !path.starts_with("/v1/downloads/");
+            let Some(ops) = item.as_object_mut() else {
                 continue;
-            }
-            if let Some(ops) = item.as_object_mut() {
-                for op in ops.values_mut().filter(|op| op.is_object()) {
+            };
+            for op in ops.values_mut().filter(|op| op.is_object()) {
+                if secured {
                     op["security"] = json!([{ API_KEY: [] }]);
                 }
+                complete_operation(op);
             }
         }
     }
     doc
+}
+
+/// What utoipa leaves out and OpenAPI 3.1 requires or means otherwise: every response has
+/// a `description` (the status's reason phrase where the handler gave none), and a body of
+/// raw bytes is a binary string, not an array of integers.
+fn complete_operation(op: &mut Value) {
+    if let Some(body) = op.pointer_mut("/requestBody/content") {
+        binary_bodies(body);
+    }
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (status, response) in responses.iter_mut() {
+        if response.get("description").is_none_or(|d| d == "") {
+            let reason = status
+                .parse::<u16>()
+                .ok()
+                .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Response");
+            response["description"] = json!(reason);
+        }
+        if let Some(content) = response.get_mut("content") {
+            binary_bodies(content);
+        }
+    }
+}
+
+fn binary_bodies(content: &mut Value) {
+    if let Some(octets) = content.get_mut("application/octet-stream") {
+        octets["schema"] = json!({"type": "string", "format": "binary"});
+    }
 }
 
 /// `{"kind": K, K: <K's schema>, "notify"?}` for every kind K.

@@ -434,7 +434,7 @@ pub async fn delete(
         Ok(Deleted::InUse(UploadUse::Schedule { schedule_id, kind })) => Err(ApiError::Conflict {
             code: "upload_in_use",
             message: format!(
-                "schedule {schedule_id} submits a {kind} job that reads this upload at \
+                "schedule {schedule_id} submits jobs of kind {kind} that read this upload at \
                      every tick; delete the schedule first"
             ),
         }),

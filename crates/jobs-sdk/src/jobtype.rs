@@ -12,9 +12,12 @@
 //!   with the field at fault, and returns the parameters to store, normalized: the planner
 //!   gets exactly these.
 //! - A kind that reads an upload (`POST /v1/uploads`) names it as `upload_id` in the
-//!   parameters it stores (`{"acme.report": {"upload_id": "…"}}`): the upload is then kept
-//!   while such a job is unfinished or a schedule submits one, and a deletion cannot race
-//!   the job's creation (the store's rule, for every kind: migration 13).
+//!   parameters it stores (`{"acme.report": {"upload_id": "…"}}`), written as a `Uuid`
+//!   displays (lowercase, hyphenated: store the parsed `Uuid`): the upload is then kept
+//!   while such a job is unfinished or a schedule submits one, and a job being created
+//!   holds its upload's row against a deletion (the store's rule, for every kind:
+//!   migration 13). Its planner reads the upload only through the store
+//!   (`JobStore::upload`, which hides uploads being deleted), as the import's does.
 //! - [`JobType::plan`] runs in the enqueuer and must be deterministic enough to be retried:
 //!   the plan is recorded before any item is sent, and a redelivered request re-sends the
 //!   recorded plan, never a new one. Items carry metadata (ranges, ids), not data.

@@ -54,6 +54,12 @@ fn every_route_is_described_with_its_errors_and_its_key() {
                 );
             }
             for (status, response) in responses {
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status}: OpenAPI 3.1 requires a description"
+                );
                 if status.starts_with(['4', '5']) {
                     assert_eq!(
                         response["content"]["application/json"]["schema"]["$ref"],
