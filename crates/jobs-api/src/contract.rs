@@ -32,6 +32,7 @@ pub struct ErrorDetail {
     pub message: String,
     /// The request field at fault (`export.columns[2]`), for `invalid`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<String>,
 }
 
@@ -85,6 +86,7 @@ pub struct JobEvent {
 pub struct JobList {
     pub jobs: Vec<JobDocument>,
     /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -120,6 +122,7 @@ pub struct PageQuery {
 pub struct DownloadLink {
     #[schema(format = "uri")]
     pub download_url: String,
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -150,21 +153,27 @@ pub struct ScheduleDocument {
     pub job: serde_json::Value,
     pub enabled: bool,
     /// `null` while paused, or when the expression never matches again.
+    #[schema(required = true)]
     pub next_run_at: Option<DateTime<Utc>>,
     /// `next_run_at` on the schedule's wall clock, with its offset.
+    #[schema(required = true)]
     pub next_run_at_local: Option<String>,
+    #[schema(required = true)]
     pub last_run_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub last_run_at_local: Option<String>,
-    #[schema(format = Uuid)]
+    #[schema(format = Uuid, required = true)]
     pub last_job_id: Option<String>,
     /// Due ticks skipped (the schedule was behind) since it was created.
     pub skipped_ticks: u64,
     /// Why the last tick made no job.
+    #[schema(required = true)]
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Recent runs, newest first (`GET /v1/schedules/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub runs: Option<Vec<ScheduleRunDocument>>,
 }
 
@@ -174,8 +183,9 @@ pub struct ScheduleRunDocument {
     pub tick_at: DateTime<Utc>,
     pub fired_at: DateTime<Utc>,
     /// The job the tick made; `null` if none, or it was deleted since.
-    #[schema(format = Uuid)]
+    #[schema(format = Uuid, required = true)]
     pub job_id: Option<String>,
+    #[schema(required = true)]
     pub job_status: Option<JobStatus>,
     /// Older due ticks skipped when this one fired.
     pub skipped: u64,
@@ -185,6 +195,8 @@ pub struct ScheduleRunDocument {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScheduleList {
     pub schedules: Vec<ScheduleDocument>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -229,6 +241,7 @@ pub struct UploadDocument {
     pub sha256: String,
     pub created_at: DateTime<Utc>,
     /// When the retention sweep may delete it; `null` when uploads are kept.
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -236,6 +249,8 @@ pub struct UploadDocument {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UploadList {
     pub uploads: Vec<UploadDocument>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

@@ -20,16 +20,21 @@ pub struct JobDocument {
     pub status: JobStatus,
     pub progress: JobProgress,
     pub created_at: DateTime<Utc>,
+    /// `null` until the job is planned.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub started_at: Option<DateTime<Utc>>,
+    /// `null` until the job has finished.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub finished_at: Option<DateTime<Utc>>,
     /// What the job made, as its kind describes it (present once it has finished with a
     /// result). A file is a link: `download_url` (and `rejects_url` for the rows an import
     /// refused).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub result: Option<Value>,
     /// Why the job failed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub error: Option<String>,
 }
 
@@ -38,6 +43,7 @@ pub struct JobDocument {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobProgress {
     /// Items planned; `null` until the job has been planned.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub total: Option<u32>,
     pub done: u32,
     pub failed: u32,
