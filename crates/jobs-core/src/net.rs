@@ -36,6 +36,21 @@ pub fn retry_after(
     )
 }
 
+/// `url` as logs and error messages may show it: scheme, host, port and path, without the
+/// credentials (`user:password@`), the query (tokens often ride there) and the fragment.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "<not a valid URL>".to_owned(),
+    }
+}
+
 /// Azure's virtual public IP for platform services (DHCP, DNS, health probes, the
 /// wireserver): reachable from every Azure VM and container, never a webhook receiver.
 const AZURE_PLATFORM: Ipv4Addr = Ipv4Addr::new(168, 63, 129, 16);
@@ -116,6 +131,16 @@ mod tests {
         assert_eq!(says("99999999999999999999999999"), Some(cap));
         assert_eq!(says("Fri, 31 Dec 9999 23:59:59 GMT"), Some(cap));
         assert_eq!(retry_after(&HeaderMap::new(), now, cap), None);
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials_or_query() {
+        assert_eq!(
+            redacted("https://user:s3cret@hooks.example.com:8443/in/abc?token=t0k3n#frag"),
+            "https://hooks.example.com:8443/in/abc"
+        );
+        assert_eq!(redacted("http://example.com"), "http://example.com/");
+        assert_eq!(redacted("not a url ?token=t0k3n"), "<not a valid URL>");
     }
 
     #[test]

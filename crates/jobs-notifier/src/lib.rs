@@ -277,9 +277,14 @@ async fn deliver(
                 retry_after,
             }
         }
+        // reqwest's error names the whole URL, credentials and query included.
         Err(e) => Delivery::Failed {
             status: None,
-            error: format!("request failed: {e}"),
+            error: format!(
+                "request to {} failed: {}",
+                jobs_core::net::redacted(url),
+                e.without_url()
+            ),
             retry_after: None,
         },
     }

@@ -130,3 +130,36 @@ async fn a_receiver_asking_for_centuries_stops_no_one_elses_webhooks() {
     assert!(liveness.is_live(), "{:?}", liveness.failing());
     stack.stop().await;
 }
+
+/// A failed delivery's recorded error (what operators and dead letters see) names the
+/// receiver without the credentials and the query a URL may carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_errors_do_not_repeat_credentials_or_tokens() {
+    let stack = Stack::start(Roles::ALL, "").await;
+    // A port nothing listens on: the connection is refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://hook-user:pa55word@127.0.0.1:{port}/in?token=t0k3n");
+    let (status, job) = stack
+        .post("/v1/jobs", &json!({"kind": "export", "export": {"dataset": "things"}, "notify": {"webhook_url": url}}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().parse().unwrap();
+    let store = &stack.runtime().store;
+    let attempts = eventually("a failed attempt", Duration::from_secs(60), || async {
+        let a = store.webhook_attempts(id).await.unwrap();
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    let error = attempts[0].2.clone().unwrap_or_default();
+    assert!(
+        error.contains(&format!("http://127.0.0.1:{port}/in")),
+        "the error names the receiver: {error}"
+    );
+    for secret in ["pa55word", "hook-user", "t0k3n"] {
+        assert!(!error.contains(secret), "{secret} in {error}");
+    }
+    stack.stop().await;
+}
