@@ -45,6 +45,8 @@ pub struct Dataset {
     /// Exportable columns, in the configured order.
     pub columns: Vec<Column>,
     pub filterable: Vec<String>,
+    /// CSV exports neutralise spreadsheet formulas unless a request says otherwise.
+    pub neutralize_formulas: bool,
 }
 
 impl Dataset {
@@ -159,6 +161,7 @@ async fn resolve(pool: &PgPool, name: &str, cfg: &DatasetConfig) -> Result<Datas
             .map(|c| column(c))
             .collect::<Result<_, _>>()?,
         filterable: cfg.filterable.clone(),
+        neutralize_formulas: cfg.neutralize_formulas,
     })
 }
 

@@ -65,6 +65,11 @@ pub struct ExportSpec {
     #[serde(default)]
     pub filter: Vec<Filter>,
     pub chunk_rows: u32,
+    /// CSV only: text cells that a spreadsheet would run as a formula get a leading `'`.
+    /// Absent (false) in specs stored before the option existed, and then not written, so
+    /// such a spec's stored form is unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub neutralize_formulas: bool,
 }
 
 pub use jobs_core::invalid::{Invalid, invalid};
@@ -130,6 +135,10 @@ pub fn request_schema() -> Value {
                     ]
                 }
             },
+            "neutralize_formulas": {
+                "type": ["boolean", "null"],
+                "description": "CSV only: a text cell beginning with =, +, -, @, a tab or a carriage return gets a leading ' so a spreadsheet shows it instead of running it. The default is the dataset's (configuration: neutralize_formulas), normally false: the file is then byte for byte what COPY prints."
+            },
             "chunk_rows": {
                 "type": ["integer", "null"],
                 "minimum": 1,
@@ -156,7 +165,16 @@ impl ExportSpec {
             .as_object()
             .ok_or_else(|| invalid("export", "must be an object"))?;
         for key in obj.keys() {
-            if !["dataset", "format", "columns", "filter", "chunk_rows"].contains(&key.as_str()) {
+            if ![
+                "dataset",
+                "format",
+                "columns",
+                "filter",
+                "chunk_rows",
+                "neutralize_formulas",
+            ]
+            .contains(&key.as_str())
+            {
                 return Err(invalid(format!("export.{key}"), "is not a known field"));
             }
         }
@@ -221,12 +239,29 @@ impl ExportSpec {
                     )
                 })?,
         };
+        let neutralize_formulas = match obj.get("neutralize_formulas") {
+            None | Some(Value::Null) => format == ExportFormat::Csv && ds.neutralize_formulas,
+            Some(Value::Bool(true)) if format != ExportFormat::Csv => {
+                return Err(invalid(
+                    "export.neutralize_formulas",
+                    "applies to CSV only: an NDJSON file is not opened as a spreadsheet",
+                ));
+            }
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(invalid(
+                    "export.neutralize_formulas",
+                    "must be true or false",
+                ));
+            }
+        };
         Ok(Self {
             dataset: ds.name.clone(),
             format,
             columns,
             filter,
             chunk_rows,
+            neutralize_formulas,
         })
     }
 
@@ -395,6 +430,7 @@ mod tests {
                 col("amount", "numeric(12,2)"),
             ],
             filterable: vec!["status".into(), "amount".into()],
+            neutralize_formulas: false,
         }
     }
 

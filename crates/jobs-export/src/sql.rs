@@ -162,6 +162,14 @@ pub fn sampled_keys(ds: &Dataset, spec: &ExportSpec) -> Bound {
     }
 }
 
+/// Whether a column of type `type_sql` (as Postgres prints it) holds text a spreadsheet
+/// could read as a formula.
+fn is_text(type_sql: &str) -> bool {
+    matches!(type_sql, "text" | "citext" | "name")
+        || type_sql.starts_with("character")
+        || type_sql.starts_with("varchar")
+}
+
 /// The `COPY … TO STDOUT` of one part, in key order. CSV parts are exactly what
 /// `COPY (query) TO STDOUT WITH (FORMAT csv)` prints, with the header on the first part
 /// only, so the result is the parts concatenated. NDJSON is one `row_to_json` document per
@@ -171,10 +179,23 @@ pub fn copy_part(ds: &Dataset, spec: &ExportSpec, range: &KeyRange, header: bool
     let mut c = Conditions::new(ds);
     c.range(range);
     c.filters(spec);
-    let cols: Vec<&str> = spec
+    let neutralize = spec.format == ExportFormat::Csv && spec.neutralize_formulas;
+    let cols: Vec<String> = spec
         .columns
         .iter()
-        .filter_map(|name| ds.column(name).map(|c| c.sql.as_str()))
+        .filter_map(|name| ds.column(name))
+        .map(|c| {
+            if neutralize && is_text(&c.type_sql) {
+                // A leading ' makes a spreadsheet show the cell as text; the column keeps
+                // its name (the header).
+                format!(
+                    "CASE WHEN {col} ~ '^[-=+@\t\r]' THEN '''' || {col} ELSE {col} END AS {col}",
+                    col = c.sql
+                )
+            } else {
+                c.sql.clone()
+            }
+        })
         .collect();
     let select = format!(
         "SELECT {cols} FROM {table} WHERE {cond} ORDER BY {key}",
@@ -213,6 +234,7 @@ mod tests {
             key: col("id", "bigint"),
             columns: vec![col("id", "bigint"), col("status", "text")],
             filterable: vec!["status".into()],
+            neutralize_formulas: false,
         }
     }
 
@@ -229,6 +251,7 @@ mod tests {
                 },
             }],
             chunk_rows: 10,
+            neutralize_formulas: false,
         };
         let range = KeyRange {
             after: Some("100".into()),

@@ -219,6 +219,7 @@ mod tests {
             key: Column::new("id", "bigint"),
             columns: vec![Column::new("id", "bigint"), Column::new("note", "text")],
             filterable: vec![],
+            neutralize_formulas: false,
         }
     }
 

@@ -170,6 +170,12 @@ pub struct DatasetConfig {
     pub columns: Vec<String>,
     #[serde(default)]
     pub filterable: Vec<String>,
+    /// CSV exports of this dataset neutralise spreadsheet formulas unless a request says
+    /// otherwise (`export.neutralize_formulas`): a text cell beginning with `=`, `+`, `-`,
+    /// `@`, a tab or a carriage return gets a leading `'`. Off by default: the file is then
+    /// byte for byte what `COPY` prints.
+    #[serde(default)]
+    pub neutralize_formulas: bool,
 }
 
 pub type Datasets = BTreeMap<String, DatasetConfig>;

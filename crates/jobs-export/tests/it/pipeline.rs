@@ -160,3 +160,81 @@ async fn an_empty_selection_is_a_header_only_file() {
     );
     stack.stop().await;
 }
+
+/// `neutralize_formulas`: text cells a spreadsheet would run (`=`, `+`, `-`, `@`, tab, CR
+/// first) get a leading `'`; numbers (negative ones too) and every other cell are as COPY
+/// prints them. Without the option the same cells come out as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formulas_are_neutralised_on_request_and_only_then() {
+    let stack = Stack::start(Roles::ALL, "").await;
+    let cells = [
+        (1, "=1+1"),
+        (2, "+cmd|' /C calc'!A0"),
+        (3, "-2"),
+        (4, "@SUM(A1:A9)"),
+        (5, "\ttabbed"),
+        (6, "\rreturn"),
+        (7, "plain = not first"),
+    ];
+    for (id, note) in cells {
+        jobs_core::sqlx::query("UPDATE public.things SET note = $2 WHERE id = $1")
+            .bind(id as i64)
+            .bind(note)
+            .execute(&stack.db.pool)
+            .await
+            .unwrap();
+    }
+    let query = "SELECT id, note, amount FROM public.things ORDER BY id";
+    let plain = stack.copy_out(query, "FORMAT csv, HEADER").await;
+    let plain = String::from_utf8(plain).unwrap();
+    assert!(plain.contains("\n1,=1+1,"), "{}", &plain[..200]);
+    // What a neutralised file must be: the same, with a ' before each formula cell.
+    let mut expected = plain.clone();
+    for (from, to) in [
+        ("\n1,=1+1,", "\n1,'=1+1,"),
+        ("\n2,+cmd|' /C calc'!A0,", "\n2,'+cmd|' /C calc'!A0,"),
+        ("\n3,-2,", "\n3,'-2,"),
+        ("\n4,@SUM(A1:A9),", "\n4,'@SUM(A1:A9),"),
+        ("\n5,\ttabbed,", "\n5,'\ttabbed,"),
+        ("\n6,\"\rreturn\",", "\n6,\"'\rreturn\","),
+    ] {
+        assert!(expected.contains(from), "{from:?}");
+        expected = expected.replacen(from, to, 1);
+    }
+    let export = |neutralize: Option<bool>| {
+        let mut req =
+            json!({"dataset": "things", "columns": ["id", "note", "amount"], "chunk_rows": 500});
+        if let Some(n) = neutralize {
+            req["neutralize_formulas"] = json!(n);
+        }
+        let stack = &stack;
+        async move {
+            let id = stack.submit(req).await;
+            let job = stack.finished(&id).await;
+            assert_eq!(job["status"], "succeeded", "{job}");
+            String::from_utf8(stack.download(&id).await).unwrap()
+        }
+    };
+    let neutralised = export(Some(true)).await;
+    assert!(neutralised == expected, "the neutralised file differs");
+    // The amounts include negative numbers, and they are as COPY prints them (the files
+    // differ only in the six cells above).
+    assert!(
+        plain
+            .lines()
+            .any(|l| l.rsplit(',').next().is_some_and(|a| a.starts_with('-'))),
+        "the table has negative amounts"
+    );
+    assert!(export(None).await == plain, "the default is COPY's bytes");
+    assert!(export(Some(false)).await == plain);
+    // NDJSON is not opened as a spreadsheet: the option is refused there.
+    let (status, body) = stack
+        .post(
+            "/v1/jobs",
+            &json!({"kind": "export", "export": {"dataset": "things", "format": "ndjson", "neutralize_formulas": true}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "export.neutralize_formulas");
+    stack.stop().await;
+}
