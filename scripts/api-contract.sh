@@ -16,8 +16,10 @@ cd "$(dirname "$0")/.."
 ST_VERSION=4.32.5
 VALIDATOR_VERSION=0.9.0
 venv=tools/schemathesis/.venv
-if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION" \
-  || ! "$venv/bin/pip" show openapi-spec-validator 2>/dev/null | grep -q "Version: $VALIDATOR_VERSION"; then
+# (Captured first: `grep -q` closing the pipe early fails the pipeline under pipefail.)
+have_st=$("$venv/bin/st" --version 2>/dev/null || true)
+have_validator=$("$venv/bin/pip" show openapi-spec-validator 2>/dev/null || true)
+if [[ "$have_st" != *"$ST_VERSION"* || "$have_validator" != *"Version: $VALIDATOR_VERSION"* ]]; then
   echo "api-contract: installing schemathesis $ST_VERSION and openapi-spec-validator $VALIDATOR_VERSION from PyPI" >&2
   rm -rf "$venv"
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then

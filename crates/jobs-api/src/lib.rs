@@ -41,6 +41,7 @@ pub mod openapi;
 mod paging;
 mod retry;
 mod schedules;
+mod serve;
 mod uploads;
 
 use std::sync::Arc;
@@ -281,7 +282,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let (limits, grace) = (state.cfg.api.clone(), state.cfg.queue.shutdown_grace());
+    serve::serve(listener, router(state), &limits, grace, shutdown).await
 }

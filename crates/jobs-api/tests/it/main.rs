@@ -4,6 +4,7 @@
 
 mod api;
 mod errors;
+mod limits;
 mod openapi;
 mod schedule_changes;
 mod schedules;

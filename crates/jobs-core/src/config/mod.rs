@@ -274,6 +274,24 @@ impl Config {
         if self.api.max_upload_bytes == 0 {
             return invalid("api.max_upload_bytes", "must be at least 1".into());
         }
+        if !(1..=300).contains(&self.api.header_read_timeout_secs) {
+            return invalid(
+                "api.header_read_timeout_secs",
+                "must be between 1 and 300".into(),
+            );
+        }
+        if !(1..=3600).contains(&self.api.body_idle_timeout_secs) {
+            return invalid(
+                "api.body_idle_timeout_secs",
+                "must be between 1 and 3600".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.api.max_connections) {
+            return invalid(
+                "api.max_connections",
+                "must be between 1 and 1000000".into(),
+            );
+        }
         if !(60..=7 * 86_400).contains(&self.api.upload_link_ttl_secs) {
             return invalid(
                 "api.upload_link_ttl_secs",

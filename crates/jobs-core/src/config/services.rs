@@ -9,7 +9,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
@@ -20,6 +20,14 @@ pub struct ApiConfig {
     /// How long the URL of a direct upload (`POST /v1/uploads/direct`) accepts writes.
     pub upload_link_ttl_secs: u64,
     pub public_url: String,
+    /// Seconds a client has to send a request's headers (on a new connection, and between
+    /// requests on a kept-alive one); then the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may go without sending a byte (a slow upload that keeps
+    /// sending is not cut off); then the request fails.
+    pub body_idle_timeout_secs: u64,
+    /// Connections served at once by this process; one more is closed on accept.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
