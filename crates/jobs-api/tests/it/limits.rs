@@ -95,3 +95,30 @@ async fn connections_beyond_the_cap_are_closed_and_the_held_ones_still_served() 
     .await;
     stack.stop().await;
 }
+
+/// A body that stops coming: the request fails after `api.body_idle_timeout_secs`
+/// instead of holding the connection (and the upload's writer) open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_fails_the_request() {
+    let stack = Stack::start(Roles::API_ONLY, "[api]\nbody_idle_timeout_secs = 1").await;
+    let mut conn = TcpStream::connect(addr(&stack)).await.unwrap();
+    let head = format!(
+        "POST /v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 1000\r\n\r\nid,label\n1,a\n",
+        jobs_testkit::KEY
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // 988 bytes never come.
+    let answer = closed_within(&mut conn, Duration::from_secs(15)).await;
+    let answer = answer.expect("the request was still waiting 15 s after a 1 s body timeout");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 4"),
+        "a stalled upload is refused, not recorded: {text}"
+    );
+    // Nothing was recorded.
+    let (status, uploads) = stack.get("/v1/uploads").await;
+    assert_eq!(status, 200);
+    assert_eq!(uploads["uploads"], serde_json::json!([]), "{uploads}");
+    stack.stop().await;
+}
