@@ -267,6 +267,15 @@ fn no_file_yet(job: &Job, file: &str, when: &str) -> ApiError {
     }
 }
 
+/// A link holder's answer when the file cannot be read: the blob store's own error (which
+/// names paths, containers and accounts) goes to the log, not to whoever holds the link.
+fn gone(id: JobId, e: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(job_id = %id, error = %e, "a linked file could not be read");
+    ApiError::Gone {
+        message: "the file is gone: it was deleted or has expired".into(),
+    }
+}
+
 /// The `file` of a download link to an import's rejects report.
 const REJECTS: &str = "rejects";
 
@@ -393,18 +402,14 @@ pub async fn download(
             .blobs
             .size(&result.path)
             .await
-            .map_err(|e| ApiError::Gone {
-                message: format!("the file is gone: {e}"),
-            })?;
+            .map_err(|e| gone(id, &e))?;
         let (content_type, filename) = (
             result.content_type().to_owned(),
             format!("{}.{}", job.id, result.extension()),
         );
         (result.path, bytes, content_type, filename)
     };
-    let stream = state.blobs.read(&path).await.map_err(|e| ApiError::Gone {
-        message: format!("the file is gone: {e}"),
-    })?;
+    let stream = state.blobs.read(&path).await.map_err(|e| gone(id, &e))?;
     let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok((
         StatusCode::OK,

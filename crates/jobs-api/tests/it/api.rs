@@ -255,6 +255,18 @@ async fn download_links_are_signed_and_expire() {
         let r = no_redirect.get(&bad).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 403, "{bad}");
     }
+    // Once the file is gone, a valid link says so without the blob store's own error
+    // (which names the storage path) reaching whoever holds the link.
+    let rt = stack.runtime();
+    let job = rt.store.get_any(id.parse().unwrap()).await.unwrap();
+    let path = job.result.unwrap()["path"].as_str().unwrap().to_owned();
+    rt.blobs.delete(&path).await.unwrap();
+    let gone = no_redirect.get(&link).send().await.unwrap();
+    assert_eq!(gone.status().as_u16(), 410);
+    let body: Value = gone.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "the file is gone: it was deleted or has expired");
+    assert!(!message.contains(&path) && !message.contains(stack.blob_root.to_str().unwrap()));
     stack.stop().await;
 }
 
