@@ -5,6 +5,7 @@
 //! header along (reqwest strips only `Authorization` on such redirects, and the header
 //! name is configurable). Error texts name the path and the status, never the credential.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -45,13 +46,45 @@ pub struct Answer {
     pub latency: Duration,
 }
 
+/// What a refusal by [`PublicOnly`] says, to tell it from a network failure.
+const REFUSED: &str = "the source's allow_private_networks is false";
+
+/// A resolver that answers only with public addresses (`jobs_core::net::is_public`): a name
+/// that resolves to any loopback, private or link-local address is refused outright.
+#[derive(Debug)]
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addrs.is_empty() || addrs.iter().any(|a| !jobs_core::net::is_public(a.ip())) {
+                return Err(format!(
+                    "refused: {host} resolves to a loopback, private or link-local address \
+                     ({REFUSED})"
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 impl SourceClient {
     pub fn new(name: &str, cfg: &SourceConfig) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout())
             .timeout(cfg.request_timeout())
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("offload-ingest/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("offload-ingest/", env!("CARGO_PKG_VERSION")));
+        if !cfg.allow_private_networks {
+            // Every connection goes to addresses the resolver checked; a proxy would connect
+            // to the name itself, past the check.
+            builder = builder.dns_resolver(Arc::new(PublicOnly)).no_proxy();
+        }
+        let http = builder
             .build()
             .map_err(|e| format!("building the HTTP client of source `{name}`: {e}"))?;
         Ok(Self {
@@ -68,6 +101,23 @@ impl SourceClient {
         query: &[(&str, String)],
     ) -> Result<Answer, FetchError> {
         let url = format!("{}{path}", self.cfg.base_url.trim_end_matches('/'));
+        if !self.cfg.allow_private_networks {
+            // An address written in the URL is not resolved, so the resolver never sees it.
+            let literal = reqwest::Url::parse(&url).ok().and_then(|u| match u.host() {
+                Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            });
+            if literal.is_some_and(|ip| !jobs_core::net::is_public(ip)) {
+                return Err(FetchError::Permanent {
+                    reason: format!(
+                        "source `{}`: refused: its base_url is a loopback, private or \
+                         link-local address (allow_private_networks is false)",
+                        self.name
+                    ),
+                });
+            }
+        }
         let mut request = self.http.get(&url).query(query);
         if let Some(secret) = &self.cfg.secret {
             let value = if self.cfg.auth_scheme.is_empty() {
@@ -142,8 +192,24 @@ fn transport_error(what: &str, e: reqwest::Error) -> FetchError {
     } else {
         "failed"
     };
+    // The causes say what went wrong (refused by the resolver, connection reset, …).
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    if text.contains(REFUSED) {
+        // The source's own policy: no retry can change it.
+        return FetchError::Permanent {
+            reason: format!("{what}: {text}"),
+        };
+    }
     FetchError::Transient {
-        reason: format!("{what}: {kind}: {e}"),
+        reason: format!("{what}: {kind}: {text}"),
         retry_after: None,
     }
 }

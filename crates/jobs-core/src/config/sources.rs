@@ -107,6 +107,12 @@ pub struct SourceConfig {
     pub retry_cap_secs: u64,
     #[serde(default = "d::max_concurrency")]
     pub max_concurrency: u32,
+    /// Whether `base_url` may reach loopback, private or link-local addresses (checked at
+    /// every connection: what the name resolves to may change). Sources are the operator's
+    /// and often internal, so `true` by default; `false` for a public API whose name
+    /// should never lead inside the network.
+    #[serde(default = "d::allow_private_networks")]
+    pub allow_private_networks: bool,
     /// The credential's value, read by [`SourceConfig::resolve_secret`] at load time.
     #[serde(skip)]
     pub secret: Option<SecretString>,
@@ -196,6 +202,10 @@ mod d {
     }
     pub fn max_concurrency() -> u32 {
         8
+    }
+
+    pub fn allow_private_networks() -> bool {
+        true
     }
 }
 

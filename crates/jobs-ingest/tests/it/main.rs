@@ -4,6 +4,7 @@
 
 mod blob_azure;
 mod front;
+mod guard;
 mod pipeline;
 mod store;
 mod support;
