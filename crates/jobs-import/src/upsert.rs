@@ -65,18 +65,17 @@ pub fn row_level(e: &sqlx::Error) -> bool {
         .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c == "21000" || c == "P0001")
 }
 
-/// Postgres's message for a row's failure, with its detail when it has one.
+/// Postgres's message for a row's failure (it names the constraint or the column), and
+/// the column when Postgres names one. Never its DETAIL: that repeats whole rows (a CHECK's
+/// "Failing row contains (…)", with columns the dataset does not expose) or values of other
+/// rows (a unique violation's "Key (email)=(…) already exists", perhaps another tenant's),
+/// and a rejects report goes to whoever submitted the file.
 fn message(e: &sqlx::Error) -> (Option<String>, String) {
     match e.as_database_error() {
         Some(d) => {
             let pg = d.try_downcast_ref::<PgDatabaseError>();
             let column = pg.and_then(|p| p.column()).map(str::to_owned);
-            let detail = pg.and_then(|p| p.detail());
-            let text = match detail {
-                Some(detail) => format!("{}: {detail}", d.message()),
-                None => d.message().to_owned(),
-            };
-            (column, text)
+            (column, d.message().to_owned())
         }
         None => (None, e.to_string()),
     }
