@@ -90,7 +90,7 @@ pub struct AppState {
     /// Job changes announced by the store, fanned out to SSE clients.
     pub job_events: broadcast::Sender<Value>,
     /// `GET /openapi.json`, made at start-up for the kinds of `job_types`.
-    pub openapi: Arc<String>,
+    pub openapi: axum::body::Bytes,
 }
 
 impl AppState {
@@ -268,7 +268,7 @@ pub async fn state(
         queues: Queues::default(),
         catalog: rt.catalog.clone(),
         blobs: rt.blobs.clone(),
-        openapi: Arc::new(openapi::document(&job_types).to_string()),
+        openapi: openapi::document(&job_types).to_string().into(),
         job_types,
         kind_env: rt.kind_env(),
         job_events,

@@ -141,6 +141,7 @@ pub(crate) async fn serve(
 ) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        state.openapi.as_bytes().to_vec(),
+        // A reference-counted copy, not the document's bytes again per request.
+        state.openapi.clone(),
     )
 }

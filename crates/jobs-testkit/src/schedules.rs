@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use jobs_enqueuer::EnqueuerContext;
+use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -50,28 +51,10 @@ pub async fn count(stack: &Stack, sql: &str) -> i64 {
 }
 
 pub async fn delete(stack: &Stack, path: &str, key: &str) -> u16 {
-    stack
-        .http
-        .delete(format!("{}{path}", stack.api))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    stack.request(Method::DELETE, path, key, None).await.0
 }
 
 pub async fn patch(stack: &Stack, id: &str, body: &Value, key: &str) -> (u16, Value) {
-    let resp = stack
-        .http
-        .patch(format!("{}/v1/schedules/{id}", stack.api))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
+    let path = format!("/v1/schedules/{id}");
+    stack.request(Method::PATCH, &path, key, Some(body)).await
 }

@@ -78,33 +78,36 @@ impl Stack {
         &self.services.as_ref().unwrap().runtime
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self
+    /// `method path` as `key`'s tenant, with `body` as JSON when given: the status and the
+    /// JSON answer (`null` when there is none).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self
             .http
-            .post(format!("{}{path}", self.api))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.unwrap();
         (
             resp.status().as_u16(),
             resp.json().await.unwrap_or(Value::Null),
         )
     }
 
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.api))
-            .bearer_auth(KEY)
-            .send()
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, KEY, Some(body))
             .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, KEY, None).await
     }
 
     pub async fn submit(&self, export: Value) -> String {

@@ -541,12 +541,8 @@ async fn a_retried_item_is_not_failed_by_an_earlier_rounds_dead_letter() {
     );
 }
 
-/// Any kind whose stored parameters name `upload_id` under its own key keeps that upload
-/// while its job is unfinished — the rule is the SDK's, not the import's.
-#[tokio::test]
-async fn an_upload_any_kinds_unfinished_job_names_is_kept() {
-    let db = TestDb::new().await;
-    let store = JobStore::new(db.pool.clone());
+/// Tenant `acme` with one recorded upload.
+async fn tenant_with_upload(store: &JobStore) -> (TenantId, uuid::Uuid) {
     let acme = tenant("acme");
     store.ensure_tenant(&acme, None).await.unwrap();
     let upload = uuid::Uuid::now_v7();
@@ -561,6 +557,16 @@ async fn an_upload_any_kinds_unfinished_job_names_is_kept() {
         })
         .await
         .unwrap();
+    (acme, upload)
+}
+
+/// Any kind whose stored parameters name `upload_id` under its own key keeps that upload
+/// while its job is unfinished — the rule is the SDK's, not the import's.
+#[tokio::test]
+async fn an_upload_any_kinds_unfinished_job_names_is_kept() {
+    let db = TestDb::new().await;
+    let store = JobStore::new(db.pool.clone());
+    let (acme, upload) = tenant_with_upload(&store).await;
     // Named under another key than the job's kind: not a reader.
     let bystander = store
         .create(&NewJob {
@@ -611,20 +617,7 @@ async fn an_upload_any_kinds_unfinished_job_names_is_kept() {
 async fn a_deletion_waits_for_any_kinds_job_being_created_with_the_upload() {
     let db = TestDb::new().await;
     let store = JobStore::new(db.pool.clone());
-    let acme = tenant("acme");
-    store.ensure_tenant(&acme, None).await.unwrap();
-    let upload = uuid::Uuid::now_v7();
-    store
-        .create_upload(&NewUpload {
-            id: upload,
-            tenant: &acme,
-            path: "uploads/acme/photo",
-            bytes: 3,
-            sha256: "00",
-            etag: None,
-        })
-        .await
-        .unwrap();
+    let (acme, upload) = tenant_with_upload(&store).await;
     let mut tx = db.pool.begin().await.unwrap();
     let job = JobId::new();
     store
